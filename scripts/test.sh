@@ -9,5 +9,6 @@ cd "$(dirname "$0")/.."
 echo "== ruff"
 ruff check cft_jax tests configs scripts
 echo "== pytest"
+export HF_HUB_OFFLINE=1
 export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=8"
 exec python -m pytest -m "not gpu and not tpu" "$@"

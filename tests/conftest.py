@@ -1,4 +1,5 @@
-"""Shared fixtures: the real SmolLM2-135M-Instruct weights, as GGUF and as an HF directory."""
+"""Shared fixtures: the real SmolLM2-135M-Instruct weights, as GGUF and as HF directories (ours and
+transformers' own GGUF loading, the reference)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import pytest
 
 from cft_jax.assets import smollm2_gguf
 
+# No machine here reaches a model hub; anything that tries must fail at once, not hang.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("CFT_JAX_TEST_CACHE", REPO / ".cache" / "tests"))
 SHARED = REPO.parent / "shared"
@@ -17,6 +21,19 @@ SHARED = REPO.parent / "shared"
 @pytest.fixture(scope="session")
 def smollm2_gguf_path() -> Path:
     return smollm2_gguf()
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf_dir(smollm2_gguf_path) -> Path:
+    """SmolLM2-135M-Instruct as an HF directory written by `python -m cft_jax.convert from-gguf`."""
+    from cft_jax.convert.from_gguf import convert_gguf
+
+    out = CACHE / "smollm2-cft-jax"
+    if not (out / "config.json").exists():
+        tmp = out.with_suffix(".tmp")
+        convert_gguf(smollm2_gguf_path, tmp)
+        tmp.rename(out)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,120 @@
+"""The Orbax checkpoint layout the converter and the trainer share, and reading/writing its model weights.
+
+    CKPT_DIR/
+      <step>/model/        Orbax StandardSave of the parameters as a pure dict
+                           (`nnx.state(model, nnx.Param).to_pure_dict()`: nested dicts keyed by our
+                           parameter path, e.g. {"layers": {"attn": {"q_proj": {"kernel": [L, D, H, Dh]}}}})
+      <step>/<other items> whatever else the trainer saves in the same step (optimizer, data iterator, ...)
+      hf/                  config.json (the HF config of the model), generation_config.json and the
+                           tokenizer files, so an export can rebuild a complete HF directory
+
+Reading restores only the "model" item, against an abstract target built from `hf/config.json` (structure
+and shapes) and the checkpoint's own metadata (dtypes), so a training checkpoint that also holds an
+optimizer state exports the same way as a weights-only one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from cft_jax.models.config import ModelConfig
+from cft_jax.models.hf import copy_tokenizer, param_leaves
+from cft_jax.models.transformer import Decoder
+from cft_jax.training.mesh import model_shardings
+
+MODEL_ITEM = "model"
+HF_ASSETS = "hf"
+
+
+class OrbaxCheckpointError(ValueError):
+    """A checkpoint directory that does not have the layout above; the message says what is missing."""
+
+
+def save_model(
+    ckpt_dir: str | Path,
+    model: Decoder,
+    config: ModelConfig,
+    *,
+    hf_dir: str | Path | None = None,
+    step: int = 0,
+) -> Path:
+    """Saves the model's parameters as step `step` and the HF config/tokenizer files under `hf/`."""
+    ckpt_dir = Path(ckpt_dir).absolute()
+    assets = ckpt_dir / HF_ASSETS
+    assets.mkdir(parents=True, exist_ok=True)
+    (assets / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
+    if hf_dir is not None:
+        copy_tokenizer(hf_dir, assets)
+    params = nnx.state(model, nnx.Param).to_pure_dict()
+    with ocp.CheckpointManager(ckpt_dir) as manager:
+        manager.save(step, args=ocp.args.Composite(**{MODEL_ITEM: ocp.args.StandardSave(params)}))
+        manager.wait_until_finished()
+    return ckpt_dir
+
+
+def load_params(
+    ckpt_dir: str | Path, *, step: int | None = None, mesh: jax.sharding.Mesh | None = None
+) -> tuple[dict[str, Any], ModelConfig]:
+    """The "model" item of step `step` (default: the latest) as a pure dict of arrays, and its config.
+
+    Without a mesh every parameter is restored onto the first device; with one, into the sharding the
+    logical-axis rules give it.
+    """
+    ckpt_dir = Path(ckpt_dir).absolute()
+    config_path = ckpt_dir / HF_ASSETS / "config.json"
+    if not config_path.is_file():
+        raise OrbaxCheckpointError(
+            f"{config_path}: missing; a cft_jax checkpoint keeps the model's HF config there "
+            "(write checkpoints with cft_jax.convert.checkpoint.save_model or the trainer)"
+        )
+    config = ModelConfig.from_hf(config_path)
+    with ocp.CheckpointManager(
+        ckpt_dir, item_handlers={MODEL_ITEM: ocp.StandardCheckpointHandler()}
+    ) as manager:
+        step = manager.latest_step() if step is None else step
+        if step is None or step not in manager.all_steps():
+            raise OrbaxCheckpointError(
+                f"{ckpt_dir}: no checkpoint step {'' if step is None else step} "
+                f"(found steps {list(manager.all_steps())})"
+            )
+        stored = manager.item_metadata(step)[MODEL_ITEM]
+        if stored is None:
+            raise OrbaxCheckpointError(f"{ckpt_dir / str(step)}: no {MODEL_ITEM!r} item")
+        stored_leaves = param_leaves(stored.tree)
+        abstract = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
+        target_state = nnx.state(abstract, nnx.Param)
+        if mesh is None:
+            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            shardings = jax.tree.map(lambda _: device, target_state.to_pure_dict())
+        else:
+            shardings = model_shardings(target_state, mesh)
+            shardings = shardings.to_pure_dict() if isinstance(shardings, nnx.State) else shardings
+        expected = param_leaves(target_state)
+        if set(expected) != set(stored_leaves):
+            missing, unexpected = set(expected) - set(stored_leaves), set(stored_leaves) - set(expected)
+            raise OrbaxCheckpointError(
+                f"{ckpt_dir / str(step) / MODEL_ITEM}: parameters differ from {config_path}: "
+                f"missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+            )
+        target = jax.tree_util.tree_map_with_path(
+            lambda path, leaf, sharding: jax.ShapeDtypeStruct(
+                leaf.shape, stored_leaves[_key(path)].dtype or jnp.float32, sharding=sharding
+            ),
+            target_state.to_pure_dict(),
+            shardings,
+        )
+        restored = manager.restore(
+            step, args=ocp.args.Composite(**{MODEL_ITEM: ocp.args.StandardRestore(target)})
+        )
+    return restored[MODEL_ITEM], config
+
+
+def _key(path: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", k)) for k in path)

@@ -1,0 +1,61 @@
+"""Scaled dot-product attention kernels, chosen by name, over packed rows with segment ids.
+
+Every kernel has the same contract: causal attention in which a query attends only to keys of its own
+nonzero segment (segment id 0 is padding and attends to nothing). "xla" is the plain reference
+written with einsums; fused kernels (cuDNN, TPU splash) are further entries in `ATTENTION_IMPLS`
+with the same signature, and the tests hold them to the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def attention_mask(segment_ids: jax.Array) -> jax.Array:
+    """[batch, seq] int segment ids -> [batch, seq, seq] bool: causal, same nonzero segment."""
+    seq = segment_ids.shape[-1]
+    causal = jnp.tril(jnp.ones((seq, seq), dtype=bool))
+    same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]
+    not_padding = (segment_ids != 0)[:, :, None]
+    return causal[None] & same_segment & not_padding
+
+
+def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """Reference attention with grouped-query heads; softmax in float32.
+
+    Args:
+      q: [batch, seq, heads, head_dim] queries, rotary embedding already applied.
+      k, v: [batch, seq, kv_heads, head_dim]; `heads` is a multiple of `kv_heads`, and query head
+        h reads kv head h // (heads // kv_heads), as transformers' `repeat_kv` does.
+      segment_ids: [batch, seq] int, 0 = padding.
+
+    Returns:
+      [batch, seq, heads, head_dim] in q's dtype. Padding rows are finite (uniform over all keys) and
+      meaningless.
+    """
+    batch, seq, heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    q = q.reshape(batch, seq, kv_heads, heads // kv_heads, head_dim)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = scores * head_dim**-0.5
+    mask = attention_mask(segment_ids)[:, None, None]
+    # The float32 minimum, not -inf: a fully masked (padding) row then softmaxes to finite values.
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(batch, seq, heads, head_dim)
+
+
+AttentionFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+
+ATTENTION_IMPLS: dict[str, AttentionFn] = {"xla": xla_attention}
+
+
+def get_attention(impl: str) -> AttentionFn:
+    """The attention kernel named `impl` (a key of `ATTENTION_IMPLS`)."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"attention_impl={impl!r} is not available; use one of {sorted(ATTENTION_IMPLS)}")
+    return ATTENTION_IMPLS[impl]

@@ -1,0 +1,210 @@
+"""The decoder's building blocks: RMSNorm, rotary embedding, SwiGLU MLP and the attention layer.
+
+Numerics follow transformers' Llama/Qwen2/Qwen3 code: RMSNorm normalises in float32 and casts back
+before the scale, RoPE rotates halves (not interleaved pairs) with inverse frequencies computed in
+float32 exactly as `transformers.modeling_rope_utils` does for each scaling type, and attention scales
+by 1/sqrt(head_dim). Parameters are stored in `param_dtype` and cast to `compute_dtype` where used.
+Every parameter carries its logical axis names as `out_sharding` metadata (see training/mesh.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from cft_jax.models.attention import get_attention
+from cft_jax.models.config import ModelConfig
+
+Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
+
+# transformers' `initializer_range` default; checkpoints overwrite it, training from scratch uses it.
+DEFAULT_INIT = nnx.initializers.normal(stddev=0.02)
+
+
+def param(
+    rngs: nnx.Rngs, init: Initializer, shape: tuple[int, ...], axes: tuple[str, ...], dtype: jnp.dtype
+) -> nnx.Param:
+    """A parameter with its logical axes as metadata; placement is done later, from the rules table."""
+    return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=axes, eager_sharding=False)
+
+
+class RMSNorm(nnx.Module):
+    """y = scale * (x / sqrt(mean(x^2) + eps)), normalised in float32 like transformers."""
+
+    def __init__(
+        self, dim: int, eps: float, *, param_dtype: jnp.dtype, axes: tuple[str, ...], rngs: nnx.Rngs
+    ):
+        self.eps = eps
+        self.scale = param(rngs, nnx.initializers.ones, (dim,), axes, param_dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """[..., dim] -> [..., dim] in x's dtype."""
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.scale[...].astype(x.dtype) * normed.astype(x.dtype)
+
+
+class Embed(nnx.Module):
+    """Token embedding; also the LM head when the embeddings are tied."""
+
+    def __init__(self, config: ModelConfig, *, param_dtype: jnp.dtype, rngs: nnx.Rngs):
+        shape = (config.vocab_size, config.hidden_size)
+        self.embedding = param(rngs, DEFAULT_INIT, shape, ("vocab", "embed"), param_dtype)
+
+    def __call__(self, input_ids: jax.Array) -> jax.Array:
+        """[batch, seq] int -> [batch, seq, hidden] in the parameter dtype."""
+        return jnp.take(self.embedding[...], input_ids, axis=0)
+
+
+def rope_inv_freq(config: ModelConfig, seq_len: jax.Array | None = None) -> jax.Array:
+    """[head_dim // 2] float32 inverse frequencies, as transformers' ROPE_INIT_FUNCTIONS compute them.
+
+    `seq_len` (a traced scalar, max position + 1 over the batch) matters only for "dynamic" NTK
+    scaling, which raises the base once sequences outgrow `max_position_embeddings` and otherwise
+    equals plain RoPE; transformers recomputes it per forward the same way.
+    """
+    dim = config.head_dim
+    exponents = np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)
+    scaling = config.rope_scaling or {}
+    rope_type = config.rope_type
+
+    if rope_type == "dynamic":
+        max_pos = config.max_position_embeddings
+        factor = scaling["factor"]
+        seq_len = jnp.maximum(jnp.asarray(max_pos if seq_len is None else seq_len, jnp.float32), max_pos)
+        stretched = config.rope_theta * ((factor * seq_len / max_pos) - (factor - 1)) ** (dim / (dim - 2))
+        base = jnp.where(seq_len > max_pos, stretched, config.rope_theta).astype(jnp.float32)
+        return 1.0 / base ** jnp.asarray(exponents)
+
+    inv_freq = np.float32(1.0) / np.float32(config.rope_theta) ** exponents
+    if rope_type == "linear":
+        inv_freq = inv_freq / np.float32(scaling["factor"])
+    elif rope_type == "llama3":
+        inv_freq = _llama3_inv_freq(inv_freq, scaling)
+    return jnp.asarray(inv_freq, jnp.float32)
+
+
+def _llama3_inv_freq(inv_freq: np.ndarray, scaling: dict) -> np.ndarray:
+    """Llama 3.1 scaling: long wavelengths divided by `factor`, short kept, a smooth ramp between."""
+    factor = np.float32(scaling["factor"])
+    low, high = np.float32(scaling["low_freq_factor"]), np.float32(scaling["high_freq_factor"])
+    old_context = np.float32(scaling["original_max_position_embeddings"])
+    wavelen = np.float32(2 * math.pi) / inv_freq
+    scaled = np.where(wavelen > old_context / low, inv_freq / factor, inv_freq)
+    smooth = (old_context / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    is_medium = ~(wavelen < old_context / high) & ~(wavelen > old_context / low)
+    return np.where(is_medium, smoothed, scaled).astype(np.float32)
+
+
+def rope_cos_sin(config: ModelConfig, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """[batch, seq] int positions -> (cos, sin), each [batch, seq, head_dim] float32."""
+    inv_freq = rope_inv_freq(config, seq_len=jnp.max(positions) + 1)
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+    angles = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotate-half RoPE. x: [batch, seq, heads, head_dim]; cos, sin: [batch, seq, head_dim]."""
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    cos, sin = cos[:, :, None, :].astype(x.dtype), sin[:, :, None, :].astype(x.dtype)
+    return x * cos + rotated * sin
+
+
+class Projection(nnx.Module):
+    """A dense layer written as an einsum, so attention kernels keep heads as their own axes."""
+
+    def __init__(
+        self,
+        equation: str,
+        kernel_shape: tuple[int, ...],
+        kernel_axes: tuple[str, ...],
+        *,
+        bias_shape: tuple[int, ...] | None = None,
+        bias_axes: tuple[str, ...] = (),
+        param_dtype: jnp.dtype,
+        compute_dtype: jnp.dtype,
+        rngs: nnx.Rngs,
+    ):
+        self.equation = equation
+        self.compute_dtype = compute_dtype
+        self.kernel = param(rngs, DEFAULT_INIT, kernel_shape, kernel_axes, param_dtype)
+        has_bias = bias_shape is not None
+        self.bias = (
+            param(rngs, nnx.initializers.zeros, bias_shape, bias_axes, param_dtype) if has_bias else None
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jnp.einsum(
+            self.equation, x.astype(self.compute_dtype), self.kernel[...].astype(self.compute_dtype)
+        )
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.compute_dtype)
+        return y
+
+
+class MLP(nnx.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(
+        self, config: ModelConfig, *, param_dtype: jnp.dtype, compute_dtype: jnp.dtype, rngs: nnx.Rngs
+    ):
+        d, f = config.hidden_size, config.intermediate_size
+        dtypes = {"param_dtype": param_dtype, "compute_dtype": compute_dtype, "rngs": rngs}
+        self.gate_proj = Projection("btd,df->btf", (d, f), ("embed", "mlp"), **dtypes)
+        self.up_proj = Projection("btd,df->btf", (d, f), ("embed", "mlp"), **dtypes)
+        self.down_proj = Projection("btf,fd->btd", (f, d), ("mlp", "embed"), **dtypes)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """[batch, seq, hidden] -> [batch, seq, hidden]."""
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Attention(nnx.Module):
+    """Grouped-query self-attention: q/k/v projections (+ Qwen2 biases, + Qwen3 q/k norm), RoPE, output."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        param_dtype: jnp.dtype,
+        compute_dtype: jnp.dtype,
+        attention_impl: str,
+        rngs: nnx.Rngs,
+    ):
+        d, h, k, dh = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+        dtypes = {"param_dtype": param_dtype, "compute_dtype": compute_dtype, "rngs": rngs}
+
+        def in_proj(heads: int, heads_axis: str) -> Projection:
+            return Projection(
+                "btd,dhk->bthk",
+                (d, heads, dh),
+                ("embed", heads_axis, "head_dim"),
+                bias_shape=(heads, dh) if config.attention_bias else None,
+                bias_axes=(heads_axis, "head_dim"),
+                **dtypes,
+            )
+
+        self.q_proj = in_proj(h, "q_heads")
+        self.k_proj = in_proj(k, "kv_heads")
+        self.v_proj = in_proj(k, "kv_heads")
+        self.o_proj = Projection("bthk,hkd->btd", (h, dh, d), ("q_heads", "head_dim", "embed"), **dtypes)
+        norm = {"param_dtype": param_dtype, "axes": ("head_dim",), "rngs": rngs}
+        self.q_norm = RMSNorm(dh, config.rms_norm_eps, **norm) if config.qk_norm else None
+        self.k_norm = RMSNorm(dh, config.rms_norm_eps, **norm) if config.qk_norm else None
+        self.attention_fn = get_attention(attention_impl)
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
+        """x: [batch, seq, hidden]; cos, sin: [batch, seq, head_dim]; segment_ids: [batch, seq]."""
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return self.o_proj(self.attention_fn(q, k, v, segment_ids))

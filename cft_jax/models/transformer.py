@@ -1,0 +1,156 @@
+"""`Decoder`: the Llama / Qwen2 / Qwen3 causal language model, with its layers stacked and scanned.
+
+The layers' parameters are stacked along a leading `layers` axis and the forward pass is one
+`nnx.scan` over them, so XLA compiles a single layer whatever the depth. A named remat policy decides
+which activations the backward pass recomputes. Rows may be packed: `segment_ids` keep sequences
+apart and `positions` (by default restarting at each segment) drive the rotary embedding.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cft_jax.models.config import ModelConfig
+from cft_jax.models.layers import DEFAULT_INIT, MLP, Attention, Embed, RMSNorm, param, rope_cos_sin
+
+# Which intermediate values a rematerialised layer keeps for the backward pass ("none": no remat).
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.dots_saveable,
+    "save_dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class DecoderLayer(nnx.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        param_dtype: jnp.dtype,
+        compute_dtype: jnp.dtype,
+        attention_impl: str,
+        rngs: nnx.Rngs,
+    ):
+        norm = {"param_dtype": param_dtype, "axes": ("norm",), "rngs": rngs}
+        dtypes = {"param_dtype": param_dtype, "compute_dtype": compute_dtype, "rngs": rngs}
+        self.attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **norm)
+        self.attn = Attention(config, attention_impl=attention_impl, **dtypes)
+        self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **norm)
+        self.mlp = MLP(config, **dtypes)
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
+        """[batch, seq, hidden] -> [batch, seq, hidden]."""
+        x = x + self.attn(self.attn_norm(x), cos, sin, segment_ids)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class LMHead(nnx.Module):
+    """The untied output projection, [hidden, vocab]."""
+
+    def __init__(self, config: ModelConfig, *, param_dtype: jnp.dtype, rngs: nnx.Rngs):
+        shape = (config.hidden_size, config.vocab_size)
+        self.kernel = param(rngs, DEFAULT_INIT, shape, ("embed", "vocab"), param_dtype)
+
+
+def segment_positions(segment_ids: jax.Array) -> jax.Array:
+    """[batch, seq] segment ids -> [batch, seq] positions that restart at 0 where the id changes."""
+    index = jnp.arange(segment_ids.shape[-1])
+    starts = jnp.concatenate(
+        [jnp.ones_like(segment_ids[:, :1], dtype=bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=-1
+    )
+    return index - jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
+
+
+class Decoder(nnx.Module):
+    """A causal decoder configured by a `ModelConfig`.
+
+    Args:
+      config: the model's hyperparameters (`ModelConfig.from_hf`).
+      param_dtype: dtype the parameters are stored in.
+      compute_dtype: dtype of activations and matmuls; norms and softmax still run in float32.
+      remat: a key of `REMAT_POLICIES`: what each layer saves for the backward pass.
+      attention_impl: a key of `cft_jax.models.attention.ATTENTION_IMPLS`.
+      rngs: initialisation randomness (the values are overwritten when loading a checkpoint).
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        param_dtype: jnp.dtype = jnp.float32,
+        compute_dtype: jnp.dtype = jnp.float32,
+        remat: str = "none",
+        attention_impl: str = "xla",
+        rngs: nnx.Rngs,
+    ):
+        if remat not in REMAT_POLICIES:
+            raise ValueError(f"remat={remat!r} is not a remat policy; use one of {sorted(REMAT_POLICIES)}")
+        self.config = config
+        self.compute_dtype = compute_dtype
+        self.remat = remat
+        self.embed = Embed(config, param_dtype=param_dtype, rngs=rngs)
+
+        @nnx.split_rngs(splits=config.num_layers)
+        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def stacked_layers(rngs: nnx.Rngs) -> DecoderLayer:
+            return DecoderLayer(
+                config,
+                param_dtype=param_dtype,
+                compute_dtype=compute_dtype,
+                attention_impl=attention_impl,
+                rngs=rngs,
+            )
+
+        self.layers = stacked_layers(rngs)
+        self.final_norm = RMSNorm(
+            config.hidden_size, config.rms_norm_eps, param_dtype=param_dtype, axes=("norm",), rngs=rngs
+        )
+        tied = config.tie_word_embeddings
+        self.lm_head = None if tied else LMHead(config, param_dtype=param_dtype, rngs=rngs)
+
+    def hidden_states(
+        self, input_ids: jax.Array, positions: jax.Array | None = None, segment_ids: jax.Array | None = None
+    ) -> jax.Array:
+        """[batch, seq] token ids -> [batch, seq, hidden] after the final norm, in compute dtype.
+
+        segment_ids: [batch, seq] int, 0 = padding; a token attends causally within its own segment.
+        positions: [batch, seq] int; default arange, restarting per segment when segment_ids is given.
+        """
+        if segment_ids is None:
+            segment_ids = jnp.ones_like(input_ids)
+        if positions is None:
+            positions = segment_positions(segment_ids)
+        cos, sin = rope_cos_sin(self.config, positions)
+        x = self.embed(input_ids).astype(self.compute_dtype)
+
+        def apply_layer(x: jax.Array, layer: DecoderLayer) -> jax.Array:
+            return layer(x, cos, sin, segment_ids)
+
+        if self.remat != "none":
+            apply_layer = nnx.remat(apply_layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
+        scan = nnx.scan(
+            apply_layer,
+            in_axes=(nnx.Carry, 0),
+            out_axes=nnx.Carry,
+            transform_metadata={nnx.PARTITION_NAME: "layers"},
+        )
+        return self.final_norm(scan(x, self.layers))
+
+    def unembed_kernel(self) -> jax.Array:
+        """[hidden, vocab] LM head in the parameter dtype: the embedding transposed when tied."""
+        if self.lm_head is None:
+            return self.embed.embedding[...].T
+        return self.lm_head.kernel[...]
+
+    def __call__(
+        self, input_ids: jax.Array, positions: jax.Array | None = None, segment_ids: jax.Array | None = None
+    ) -> jax.Array:
+        """[batch, seq] token ids -> [batch, seq, vocab] float32 logits (see `hidden_states`)."""
+        h = self.hidden_states(input_ids, positions, segment_ids)
+        kernel = self.unembed_kernel().astype(self.compute_dtype)
+        return jnp.einsum("btd,dv->btv", h, kernel, preferred_element_type=jnp.float32)

@@ -1,0 +1,1 @@
+"""Training: device mesh and sharding rules, train step, checkpoints, metrics."""

@@ -1,0 +1,124 @@
+"""The device mesh (data, fsdp, tensor) and the one table that maps logical axes onto it.
+
+Every parameter names its dimensions with logical axes ("embed", "q_heads", ...; see
+docs/models.md). `LOGICAL_AXIS_RULES` says which mesh axes each logical axis is split over; the
+functions below turn those names into `NamedSharding`s. A dimension whose size is not divisible by
+the size of its mesh axes is replicated instead (a 1-kv-head model on tensor=2 keeps its kv heads
+whole), so one table serves every model size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical axis -> mesh axis, tuple of mesh axes, or None (replicated).
+LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
+    "batch": ("data", "fsdp"),
+    "seq": None,
+    "embed": "fsdp",
+    "vocab": "tensor",
+    "mlp": "tensor",
+    "q_heads": "tensor",
+    "kv_heads": "tensor",
+    "head_dim": None,
+    "layers": None,
+    "norm": None,
+}
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
+    """A mesh with axes ("data", "fsdp", "tensor"); one size may be -1, meaning the remaining devices.
+
+    Neighbouring devices share the innermost axis ("tensor"), whose collectives are the most frequent.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = [data, fsdp, tensor]
+    if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+        raise ValueError(
+            f"mesh sizes data={data}, fsdp={fsdp}, tensor={tensor}: at most one may be -1, none 0"
+        )
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if len(devices) % known:
+            raise ValueError(
+                f"{len(devices)} devices do not divide into fsdp*tensor*data={known} (without -1)"
+            )
+        sizes[sizes.index(-1)] = len(devices) // known
+    if math.prod(sizes) != len(devices):
+        raise ValueError(
+            f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = {math.prod(sizes)} devices, "
+            f"but {len(devices)} are available; use -1 for one axis to take the rest"
+        )
+    grid = np.asarray(devices, dtype=object).reshape(sizes)
+    return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def logical_to_spec(
+    axes: Sequence[str | None], mesh: Mesh, shape: Sequence[int] | None = None
+) -> PartitionSpec:
+    """Logical axis names of one array -> its PartitionSpec on `mesh`.
+
+    Raises ValueError when a logical axis has no rule, or when two dimensions of the array would be
+    split over the same mesh axis. With `shape`, a dimension not divisible by its mesh axes' total
+    size is replicated.
+    """
+    spec: list[str | tuple[str, ...] | None] = []
+    used: dict[str, str] = {}
+    for i, name in enumerate(axes):
+        if name is None:
+            spec.append(None)
+            continue
+        if name not in LOGICAL_AXIS_RULES:
+            raise ValueError(f"logical axis {name!r} has no rule; add it to LOGICAL_AXIS_RULES")
+        rule = LOGICAL_AXIS_RULES[name]
+        mesh_axes = () if rule is None else (rule,) if isinstance(rule, str) else tuple(rule)
+        for mesh_axis in mesh_axes:
+            if mesh_axis in used:
+                raise ValueError(
+                    f"logical axes {tuple(axes)}: {used[mesh_axis]!r} and {name!r} both map to mesh axis "
+                    f"{mesh_axis!r}; one array cannot be split twice over the same mesh axis"
+                )
+            used[mesh_axis] = name
+        split = math.prod(mesh.shape[a] for a in mesh_axes)
+        if not mesh_axes or (shape is not None and shape[i] % split):
+            spec.append(None)
+        else:
+            spec.append(mesh_axes[0] if len(mesh_axes) == 1 else mesh_axes)
+    return PartitionSpec(*spec)
+
+
+def logical_sharding(
+    axes: Sequence[str | None], mesh: Mesh, shape: Sequence[int] | None = None
+) -> NamedSharding:
+    """Logical axis names -> NamedSharding on `mesh` (see `logical_to_spec`)."""
+    return NamedSharding(mesh, logical_to_spec(axes, mesh, shape))
+
+
+def model_shardings(abstract_state: Any, mesh: Mesh) -> Any:
+    """A state-shaped tree whose Variables hold the NamedSharding of each parameter.
+
+    `abstract_state` is `nnx.state(model)` of a real model or of `nnx.eval_shape(lambda: Decoder(...))`;
+    each Variable's logical axes come from its `out_sharding` metadata (unannotated ones replicate).
+    """
+
+    def sharding(variable: nnx.Variable) -> nnx.Variable:
+        axes = variable.get_metadata().get("out_sharding") or (None,) * len(variable.shape)
+        return variable.replace(logical_sharding(axes, mesh, variable.shape))
+
+    return jax.tree.map(sharding, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
+    """Moves every parameter of an already built `model` to its sharding on `mesh`, in place."""
+    state = nnx.state(model)
+    nnx.update(model, jax.device_put(state, model_shardings(state, mesh)))
+    return model
