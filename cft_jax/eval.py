@@ -1,0 +1,6 @@
+"""Entry point of the evaluation side tool: `python -m cft_jax.eval generate|grade|report|select`."""
+
+from cft_jax.evaluation.cli import main
+
+if __name__ == "__main__":
+    main()

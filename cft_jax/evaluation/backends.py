@@ -1,0 +1,158 @@
+"""Generation backends with one interface: prompts in, `n` completions per prompt out.
+
+| backend        | where                     | notes                                                   |
+|----------------|---------------------------|---------------------------------------------------------|
+| `transformers` | CPU (or one GPU)          | batched `generate` with left padding                    |
+| `vllm`         | GPU, offline              | tensor parallel; the fastest way to score a checkpoint  |
+| `openai`       | any OpenAI-compatible URL | e.g. a vLLM server; the key comes from OPENAI_API_KEY    |
+
+Greedy decoding when `temperature == 0`; every completion is cut at the recipe's stop strings.
+Heavy libraries are imported inside each backend, so choosing one never loads another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from cft_jax.evaluation.prompts import STOP_STRINGS, cut_at_stop
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int = 2048
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    seed: int = 0
+
+
+class Backend(Protocol):
+    # The model's tokenizer when the backend has one locally (needed by the `chat-template` prompt).
+    tokenizer: Any | None
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[str]]:
+        """`sampling.n` completions for each prompt, in prompt order."""
+        ...
+
+
+class TransformersBackend:
+    """transformers `generate`, batched with left padding."""
+
+    def __init__(self, model_dir: str, *, batch_size: int = 8, device: str = "cpu", dtype: str = "float32"):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device)
+        self.model.eval()
+        self.batch_size = batch_size
+        self.device = device
+        self.generated_tokens = 0
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[str]]:
+        import torch
+
+        torch.manual_seed(sampling.seed)
+        greedy = sampling.temperature == 0
+        outputs: list[list[str]] = []
+        for start in range(0, len(prompts), self.batch_size):
+            batch = list(prompts[start : start + self.batch_size])
+            # Prompts carry their own special tokens (templates render them), so add none.
+            enc = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = enc.to(self.device)
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **enc,
+                    max_new_tokens=sampling.max_new_tokens,
+                    do_sample=not greedy,
+                    temperature=None if greedy else sampling.temperature,
+                    top_p=None if greedy else sampling.top_p,
+                    top_k=None,
+                    num_return_sequences=sampling.n,
+                    stop_strings=list(STOP_STRINGS),
+                    tokenizer=self.tokenizer,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            new = out[:, enc["input_ids"].shape[1] :]
+            self.generated_tokens += int((new != self.tokenizer.pad_token_id).sum())
+            texts = self.tokenizer.batch_decode(new, skip_special_tokens=False)
+            texts = [cut_at_stop(t.replace(self.tokenizer.pad_token, "")) for t in texts]
+            outputs += [texts[i * sampling.n : (i + 1) * sampling.n] for i in range(len(batch))]
+        return outputs
+
+
+class VLLMBackend:
+    """vLLM offline inference (GPU)."""
+
+    def __init__(self, model_dir: str, *, tensor_parallel_size: int = 1, max_model_len: int | None = None):
+        from vllm import LLM
+
+        self.llm = LLM(
+            model=model_dir, tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[str]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            stop=list(STOP_STRINGS),
+            seed=sampling.seed,
+        )
+        results = self.llm.generate(list(prompts), params, use_tqdm=False)
+        return [[cut_at_stop(c.text) for c in r.outputs] for r in results]
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible completions endpoint (for example `vllm serve`)."""
+
+    tokenizer = None
+
+    def __init__(self, base_url: str, model: str, *, concurrency: int = 8, timeout: float = 600.0):
+        import openai
+
+        # The key is read from the environment only, never from a flag, so it stays out of logs.
+        self.client = openai.OpenAI(
+            base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY", "EMPTY"), timeout=timeout
+        )
+        self.model = model
+        self.concurrency = concurrency
+
+    def _complete(self, prompt: str, sampling: Sampling) -> list[str]:
+        response = self.client.completions.create(
+            model=self.model,
+            prompt=prompt,
+            max_tokens=sampling.max_new_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            n=sampling.n,
+            seed=sampling.seed,
+            stop=list(STOP_STRINGS),
+        )
+        choices = sorted(response.choices, key=lambda c: c.index)
+        return [cut_at_stop(c.text) for c in choices]
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[str]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(lambda p: self._complete(p, sampling), prompts))
+
+
+def make_backend(name: str, model: str, **options: Any) -> Backend:
+    """A backend by name; `options` are that backend's keyword arguments."""
+    backends = {"transformers": TransformersBackend, "vllm": VLLMBackend, "openai": OpenAIBackend}
+    if name not in backends:
+        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(backends)}")
+    if name == "openai":
+        return OpenAIBackend(options.pop("base_url"), model, **options)
+    return backends[name](model, **options)

@@ -1,0 +1,276 @@
+"""`python -m cft_jax.eval generate|grade|report|select`: the evaluation tool's commands.
+
+generate  benchmarks x prompt x backend -> OUT/<benchmark>.jsonl (graded, resumable) + summary
+grade     an existing JSONL of responses (id, benchmark, response, answer) -> pred and correct
+report    several run directories side by side -> summary.md + summary.json
+select    every exported checkpoint of a training run on a validation benchmark -> the best one
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cft_jax.evaluation.backends import Backend, Sampling, make_backend
+from cft_jax.evaluation.benchmarks import BENCHMARKS, PAPER_SUITE, load_benchmark
+from cft_jax.evaluation.grader import DEFAULT_TIMEOUT, GRADERS, extract_answer, grade_many
+from cft_jax.evaluation.prompts import check_prompt, render
+from cft_jax.evaluation.reports import run_names, summarize, summarize_dir, write_report
+from cft_jax.schema import JsonlAppender, ResponseRecord, done_ids, from_dict, read_jsonl
+
+
+@dataclasses.dataclass
+class GradeOptions:
+    grader: str = "qwen25-math"
+    workers: int | None = None
+    timeout: float = DEFAULT_TIMEOUT
+
+
+def grade_records(records: list[ResponseRecord], options: GradeOptions) -> None:
+    """Fills `pred` and `correct` of each record in place."""
+    for r in records:
+        r.pred = extract_answer(r.response, r.benchmark)
+    by_bench: dict[str, list[ResponseRecord]] = {}
+    for r in records:
+        by_bench.setdefault(r.benchmark, []).append(r)
+    for bench, group in by_bench.items():
+        verdicts = grade_many(
+            [(r.pred, r.answer) for r in group],
+            workers=options.workers,
+            timeout=options.timeout,
+            grader=options.grader,
+            benchmark=bench,
+        )
+        for r, ok in zip(group, verdicts, strict=True):
+            r.correct = ok
+
+
+def generate(
+    backend: Backend,
+    benchmarks: Sequence[str],
+    out_dir: Path,
+    *,
+    prompt: str = "qwen25-math-cot",
+    sampling: Sampling | None = None,
+    small_set_samples: int = 1,
+    limit: int | None = None,
+    batch_size: int = 64,
+    grading: GradeOptions | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Generates, grades and appends one record per (problem, sample); skips ids already written.
+
+    Small sets (AIME, AMC) get `small_set_samples` samples per problem, averaged in the summary.
+    """
+    from tqdm import tqdm
+
+    sampling, grading = sampling or Sampling(), grading or GradeOptions()
+    check_prompt(prompt)
+    work: list[tuple[str, list[tuple[Any, list[int]]], Sampling]] = []
+    for bench in benchmarks:
+        n = small_set_samples if BENCHMARKS[bench].small else sampling.n
+        done = done_ids(out_dir / f"{bench}.jsonl")
+        todo = []
+        for problem in load_benchmark(bench)[:limit]:
+            missing = [k for k in range(n) if f"{problem.id}#{k}" not in done]
+            if missing:
+                todo.append((problem, missing))
+        work.append((bench, todo, dataclasses.replace(sampling, n=n)))
+    total = sum(len(m) for _, todo, _ in work for _, m in todo)
+    with tqdm(total=total, desc="generate", unit="sample", dynamic_ncols=True) as bar:
+        for bench, todo, bench_sampling in work:
+            with JsonlAppender(out_dir / f"{bench}.jsonl") as out:
+                for start in range(0, len(todo), batch_size):
+                    batch = todo[start : start + batch_size]
+                    prompts = [render(prompt, p.question, backend.tokenizer) for p, _ in batch]
+                    completions = backend.generate(prompts, bench_sampling)
+                    records = [
+                        ResponseRecord(
+                            id=f"{problem.id}#{k}",
+                            benchmark=bench,
+                            response=texts[k],
+                            answer=problem.reference_answer,
+                            prompt=text,
+                            sample=k,
+                            provenance=dict(provenance or {}),
+                        )
+                        for (problem, missing), text, texts in zip(batch, prompts, completions, strict=True)
+                        for k in missing
+                    ]
+                    grade_records(records, grading)
+                    out.write_all(records)
+                    bar.update(len(records))
+    summary = summarize(obj for bench in benchmarks for _, obj in read_jsonl(out_dir / f"{bench}.jsonl"))
+    write_report({out_dir.name: summary}, out_dir)
+    return summary
+
+
+def read_responses(path: Path) -> list[ResponseRecord]:
+    """Response records from a JSONL file; each error names the file, the line and the field."""
+    records = []
+    for line_no, obj in read_jsonl(path):
+        where = f"{path}:{line_no}"
+        record = from_dict(ResponseRecord, obj, where)
+        for field in ("id", "benchmark", "response", "answer"):
+            if not isinstance(getattr(record, field), str):
+                raise ValueError(f"{where}: field {field!r} must be a string, got {getattr(record, field)!r}")
+        records.append(record)
+    return records
+
+
+def _backend_from_args(args: argparse.Namespace, model: str) -> Backend:
+    if args.backend == "transformers":
+        options = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype}
+    elif args.backend == "vllm":
+        options = {"tensor_parallel_size": args.tensor_parallel_size}
+    else:
+        if not args.base_url:
+            raise SystemExit("--backend openai needs --base-url (the key comes from OPENAI_API_KEY)")
+        options = {"base_url": args.base_url}
+    return make_backend(args.backend, model, **options)
+
+
+def _sampling(args: argparse.Namespace) -> Sampling:
+    return Sampling(args.max_new_tokens, args.temperature, args.top_p, args.n, args.seed)
+
+
+def _grading(args: argparse.Namespace) -> GradeOptions:
+    return GradeOptions(args.grader, args.workers, args.timeout)
+
+
+def _cmd_generate(args: argparse.Namespace) -> None:
+    backend = _backend_from_args(args, args.model)
+    summary = generate(
+        backend,
+        args.benchmarks,
+        Path(args.out),
+        prompt=args.prompt,
+        sampling=_sampling(args),
+        small_set_samples=args.small_set_samples,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        grading=_grading(args),
+        provenance={"model": args.model, "backend": args.backend, "prompt": args.prompt},
+    )
+    print(json.dumps(summary, indent=2))
+
+
+def _cmd_grade(args: argparse.Namespace) -> None:
+    path = Path(args.input)
+    records = read_responses(path)
+    grade_records(records, _grading(args))
+    out = Path(args.output) if args.output else path.with_suffix(".graded.jsonl")
+    if out.exists():
+        out.unlink()
+    with JsonlAppender(out, fsync=False) as f:
+        f.write_all(records)
+    summary = summarize(dataclasses.asdict(r) for r in records)
+    write_report({path.stem: summary}, out.parent)
+    print(f"wrote {out}")
+    print(json.dumps(summary, indent=2))
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    names = run_names(args.runs)
+    summaries = {name: summarize_dir(run) for name, run in zip(names, args.runs, strict=True)}
+    md, js = write_report(summaries, args.out)
+    print(md.read_text(encoding="utf-8"), end="")
+    print(f"wrote {md} and {js}")
+
+
+def _cmd_select(args: argparse.Namespace) -> None:
+    run = Path(args.run)
+    checkpoints = sorted(p.parent for p in (run / "export").glob("*/config.json"))
+    if not checkpoints:
+        raise SystemExit(f"{run}/export: no exported checkpoints (directories with a config.json)")
+    results = {}
+    for ckpt in checkpoints:
+        print(f"evaluating {ckpt}", file=sys.stderr)
+        summary = generate(
+            _backend_from_args(args, str(ckpt)),
+            [args.benchmark],
+            run / "eval" / ckpt.name,
+            prompt=args.prompt,
+            sampling=_sampling(args),
+            limit=args.limit,
+            batch_size=args.batch_size,
+            grading=_grading(args),
+            provenance={"model": str(ckpt), "backend": args.backend, "prompt": args.prompt},
+        )
+        results[ckpt.name] = summary[args.benchmark]["accuracy"]
+    # Ties go to the earlier checkpoint: less training for the same validation score.
+    best = max(results, key=lambda name: (results[name], -checkpoints.index(run / "export" / name)))
+    selection = {
+        "benchmark": args.benchmark,
+        "accuracy": results,
+        "best": best,
+        "best_dir": str(run / "export" / best),
+    }
+    (run / "eval").mkdir(parents=True, exist_ok=True)
+    (run / "eval" / "selection.json").write_text(json.dumps(selection, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(selection, indent=2))
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["transformers", "vllm", "openai"], default="vllm")
+    p.add_argument("--prompt", default="qwen25-math-cot", help="prompt name, 'chat-template', or template")
+    p.add_argument("--max-new-tokens", type=int, default=2048)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--n", type=int, default=1, help="samples per problem")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="only the first N problems of each benchmark")
+    p.add_argument("--batch-size", type=int, default=64, help="prompts per generate call")
+    p.add_argument("--device", default="cpu", help="transformers backend: torch device")
+    p.add_argument("--dtype", default="float32", help="transformers backend: torch dtype")
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm backend")
+    p.add_argument("--base-url", help="openai backend: the endpoint, e.g. http://localhost:8000/v1")
+
+
+def _add_grading_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--grader", choices=sorted(GRADERS), default="qwen25-math")
+    p.add_argument("--workers", type=int, help="grading processes (default: CPU count)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per item")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cft_jax.eval", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="generate, grade and summarise benchmark responses")
+    p.add_argument("--model", required=True, help="HF checkpoint directory (or the served model name)")
+    p.add_argument("--benchmarks", nargs="+", default=list(PAPER_SUITE), choices=sorted(BENCHMARKS))
+    p.add_argument("--out", required=True, help="output directory: <benchmark>.jsonl + summary")
+    p.add_argument("--small-set-samples", type=int, default=1, help="samples per AIME/AMC problem")
+    _add_generation_args(p)
+    _add_grading_args(p)
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("grade", help="grade a JSONL of responses (id, benchmark, response, answer)")
+    p.add_argument("input")
+    p.add_argument("--output", help="default: INPUT with .graded.jsonl")
+    _add_grading_args(p)
+    p.set_defaults(func=_cmd_grade)
+
+    p = sub.add_parser("report", help="several runs side by side")
+    p.add_argument("runs", nargs="+", help="run directories written by generate")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("select", help="pick the best exported checkpoint of a run")
+    p.add_argument("--run", required=True, help="training run directory with export/step_*/")
+    p.add_argument("--benchmark", default="oneshotcft_math-500-validation", choices=sorted(BENCHMARKS))
+    _add_generation_args(p)
+    _add_grading_args(p)
+    p.set_defaults(func=_cmd_select)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)

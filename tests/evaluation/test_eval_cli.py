@@ -1,0 +1,166 @@
+"""The evaluation commands end to end: generate (transformers, OpenAI endpoint, vLLM), resume,
+grade, report, select."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import openai
+import pytest
+
+from cft_jax.evaluation.backends import OpenAIBackend, Sampling, TransformersBackend
+from cft_jax.evaluation.benchmarks import load_benchmark
+from cft_jax.evaluation.cli import GradeOptions, generate, main
+from cft_jax.schema import read_jsonl
+from tests.openai_server import OpenAIServer
+
+GSM8K = {p.question: p.reference_answer for p in load_benchmark("gsm8k")[:6]}
+
+
+def answer_key(messages: list[dict], body: dict) -> str:
+    """A model that knows the GSM8K answers, except that it gets question 1 wrong."""
+    question = next(q for q in GSM8K if q in messages[-1]["content"])
+    answer = GSM8K[question] if question != list(GSM8K)[1] else "-1"
+    return f"Let me think. The answer is $\\boxed{{{answer}}}$.<|im_end|> trailing text"
+
+
+def test_openai_backend_generates_grades_and_summarises(tmp_path: Path):
+    with OpenAIServer(answer_key) as server:
+        backend = OpenAIBackend(server.base_url, "test-model")
+        summary = generate(
+            backend, ["gsm8k"], tmp_path, limit=4, batch_size=2, grading=GradeOptions(workers=1)
+        )
+        assert server.stats.total_requests == 4
+    records = [r for _, r in read_jsonl(tmp_path / "gsm8k.jsonl")]
+    assert [r["correct"] for r in records] == [True, False, True, True]
+    assert records[0]["response"].endswith("$.")  # cut at the first stop string
+    assert summary["gsm8k"] == {"accuracy": 75.0, "problems": 4, "samples": 4}
+    assert json.loads((tmp_path / "summary.json").read_text())[tmp_path.name]["avg"]["accuracy"] == 75.0
+
+
+def test_a_crashed_generation_resumes_without_redoing_records(tmp_path: Path):
+    def fail_from_third(request_number: int, body: dict) -> str | None:
+        return "500" if request_number >= 3 else None
+
+    with OpenAIServer(answer_key, fault=fail_from_third) as server:
+        backend = OpenAIBackend(server.base_url, "test-model", concurrency=1)
+        backend.client = backend.client.with_options(max_retries=0)
+        with pytest.raises(openai.InternalServerError):
+            generate(backend, ["gsm8k"], tmp_path, limit=5, batch_size=2, grading=GradeOptions(workers=1))
+    assert [r["id"] for _, r in read_jsonl(tmp_path / "gsm8k.jsonl")] == ["gsm8k-0#0", "gsm8k-1#0"]
+
+    with OpenAIServer(answer_key) as server:
+        generate(OpenAIBackend(server.base_url, "test-model"), ["gsm8k"], tmp_path, limit=5, batch_size=2)
+        assert server.stats.total_requests == 3  # only the missing problems
+    ids = [r["id"] for _, r in read_jsonl(tmp_path / "gsm8k.jsonl")]
+    assert ids == [f"gsm8k-{i}#0" for i in range(5)]
+
+
+def test_small_sets_are_averaged_over_samples(tmp_path: Path):
+    with OpenAIServer(lambda m, b: "\\boxed{204}") as server:
+        summary = generate(
+            OpenAIBackend(server.base_url, "test-model"),
+            ["aime24"],
+            tmp_path,
+            limit=2,
+            small_set_samples=4,
+            sampling=Sampling(temperature=0.6),
+        )
+    # Problem 0's answer is 204 (4/4 right), problem 1's is not (0/4): mean 50%.
+    assert summary["aime24"] == {"accuracy": 50.0, "problems": 2, "samples": 8}
+
+
+def test_grade_command_writes_pred_and_correct(tmp_path: Path, capsys):
+    responses = tmp_path / "responses.jsonl"
+    rows = [
+        {"id": "a", "benchmark": "math", "response": "so $\\boxed{\\dfrac{1}{2}}$", "answer": "0.5"},
+        {"id": "b", "benchmark": "gsm8k", "response": "The answer is 17.", "answer": "18"},
+    ]
+    responses.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    main(["grade", str(responses), "--workers", "1"])
+    graded = [r for _, r in read_jsonl(tmp_path / "responses.graded.jsonl")]
+    assert [(r["pred"], r["correct"]) for r in graded] == [("\\frac{1}{2}", True), ("17", False)]
+    assert (tmp_path / "summary.md").exists()
+
+
+def test_grade_command_names_file_line_and_field_of_a_bad_record(tmp_path: Path):
+    responses = tmp_path / "bad.jsonl"
+    responses.write_text(json.dumps({"id": "a", "benchmark": "math", "response": "x"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: missing field\(s\) \['answer'\]"):
+        main(["grade", str(responses)])
+
+
+def test_report_puts_runs_side_by_side(tmp_path: Path, capsys):
+    for run, correct in (("base", [True, False]), ("cft", [True, True])):
+        (tmp_path / run).mkdir()
+        lines = [
+            {"id": f"gsm8k-{i}#0", "benchmark": "gsm8k", "response": "", "answer": "1", "correct": c}
+            for i, c in enumerate(correct)
+        ]
+        (tmp_path / run / "gsm8k.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    main(["report", str(tmp_path / "base"), str(tmp_path / "cft"), "--out", str(tmp_path / "report")])
+    table = (tmp_path / "report" / "summary.md").read_text()
+    assert "| gsm8k | 50.0 | 100.0 |" in table
+    assert "| avg | 50.0 | 100.0 |" in table
+
+
+@pytest.mark.slow
+def test_transformers_backend_end_to_end_on_smollm2(smollm2_transformers_dir: Path, tmp_path: Path):
+    backend = TransformersBackend(str(smollm2_transformers_dir), batch_size=2)
+    summary = generate(
+        backend,
+        ["gsm8k"],
+        tmp_path,
+        prompt="deepseek-math",
+        sampling=Sampling(max_new_tokens=6),
+        limit=2,
+        batch_size=2,
+        grading=GradeOptions(workers=1),
+    )
+    records = [r for _, r in read_jsonl(tmp_path / "gsm8k.jsonl")]
+    assert len(records) == 2 and all(r["response"] and r["pred"] is not None for r in records)
+    assert records[0]["prompt"].startswith("User: Janet")
+    assert summary["gsm8k"]["problems"] == 2
+    assert (tmp_path / "summary.md").read_text().startswith("| benchmark |")
+    assert backend.generated_tokens > 0
+
+
+@pytest.mark.slow
+def test_select_names_the_best_exported_checkpoint(smollm2_transformers_dir: Path, tmp_path: Path, capsys):
+    for step in ("step_000010", "step_000020"):
+        shutil.copytree(smollm2_transformers_dir, tmp_path / "export" / step)
+    main(
+        ["select", "--run", str(tmp_path), "--benchmark", "gsm8k", "--backend", "transformers"]
+        + ["--limit", "1", "--max-new-tokens", "2", "--workers", "1"]
+    )
+    selection = json.loads((tmp_path / "eval" / "selection.json").read_text())
+    # Identical weights score the same; the tie goes to the earlier checkpoint.
+    assert selection["best"] == "step_000010"
+    assert set(selection["accuracy"]) == {"step_000010", "step_000020"}
+
+
+def _vllm_and_gpu() -> str | None:
+    try:
+        import torch
+        import vllm  # noqa: F401
+    except ImportError:
+        return "vLLM is not installed"
+    return None if torch.cuda.is_available() else "no CUDA GPU"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_vllm_and_gpu() is not None, reason=f"needs vLLM and a GPU: {_vllm_and_gpu()}")
+def test_vllm_backend_end_to_end_on_smollm2(smollm2_transformers_dir: Path, tmp_path: Path):
+    from cft_jax.evaluation.backends import VLLMBackend
+
+    backend = VLLMBackend(str(smollm2_transformers_dir))
+    summary = generate(
+        backend, ["gsm8k"], tmp_path, prompt="chat-template", sampling=Sampling(max_new_tokens=64), limit=8
+    )
+    assert summary["gsm8k"]["problems"] == 8
+    samples = backend.generate(
+        ["User: 1+1=?\n\nAssistant:"], Sampling(max_new_tokens=8, temperature=1.0, n=3)
+    )
+    assert len(samples[0]) == 3
