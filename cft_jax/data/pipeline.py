@@ -1,0 +1,343 @@
+"""The training and evaluation input pipelines: records -> tokens -> rows -> per-host batches (Grain).
+
+    read + validate (records.py) -> render + tokenize (templates.py) -> length policy (length.py)
+        -> Grain: shuffle by seed -> epochs -> host shard -> pack or pad (packing.py) -> batch
+        -> worker processes
+
+Reading and tokenizing happen once, up front, in the calling process: every bad record is then
+reported with its file and line before training starts, the counts (rejected, truncated,
+dropped, packing efficiency) are known, and the trainer knows the epoch size. Large datasets are
+tokenized once with `python -m cft_jax.data prepare`; the pipeline then reads the ArrayRecord
+file directly and worker processes only receive its path.
+
+Every batch is a dict of numpy int32 arrays shaped [per_host_batch, seq_len]:
+`input_ids`, `loss_mask`, `segment_ids` (0 = padding) and `positions`.
+The training iterator's state (`get_state()` / `set_state()`) is a JSON-serialisable dict;
+restoring it continues with exactly the batches an uninterrupted run would have produced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from cft_jax.data import length as length_policy
+from cft_jax.data.packing import PackIterDataset, first_fit_decreasing, make_row, packing_efficiency, pad_row
+from cft_jax.data.prepared import PreparedSource, is_prepared
+from cft_jax.data.records import ReadOptions, ReadReport, RecordError, Rejects, Sample, read_samples
+from cft_jax.data.templates import Encoded, Encoder, load_tokenizer
+
+Batch = dict[str, np.ndarray]
+BATCH_KEYS = ("input_ids", "loss_mask", "segment_ids", "positions")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Every option of the data pipeline; the defaults are the CFT paper's recipe."""
+
+    # Files: .jsonl/.json, .parquet/.arrow, datasets save_to_disk dirs, .array_record, tfds:NAME[:SPLIT],
+    # or the output of `python -m cft_jax.data prepare` (then format/template/tokenizer come from it).
+    train_paths: tuple[str, ...] = ()
+    eval_paths: tuple[str, ...] = ()
+    format: str = "auto"  # auto | cft | solution | alpaca | messages
+    tfds_data_dir: str | None = None
+    # What trains: cft = [question; solution] -> critique; sft = question -> solution.
+    objective: str = "cft"
+    sft_only_correct: bool = False
+    # Rendering: chatml | qwen25_math | raw | tokenizer; system_prompt overrides the template's.
+    template: str = "chatml"
+    system_prompt: str | None = None
+    tokenizer: str = "qwen2.5"  # a shipped tokenizer name or a local directory
+    seq_len: int = 2048
+    length_policy: str = "truncate"  # truncate | drop | fail
+    packing: bool = False
+    packing_buffer: int = 256
+    pad_id: int = 0
+    shuffle: bool = True
+    seed: int = 0
+    epochs: int | None = 1  # None: repeat forever
+    num_workers: int = 0  # worker processes (Grain mp_prefetch); 0 = in the calling process
+    worker_buffer_size: int = 4
+    skip_bad: bool = False
+    rejects_path: str | None = None  # where skipped records go (JSONL); required with skip_bad
+    max_record_chars: int = 1_000_000
+
+
+@dataclasses.dataclass
+class DataReport:
+    """Counts for one split: nothing is dropped, truncated or rejected without being counted."""
+
+    read: ReadReport
+    length: length_policy.LengthReport
+    examples: int = 0
+    target_tokens: int = 0
+    packing_efficiency: float = 1.0
+    rows_per_epoch: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_examples(cfg: DataConfig, split: str = "train") -> tuple[Sequence[Any], DataReport]:
+    """All examples of a split, tokenized and length-fitted, with the report.
+
+    Returns a random-access sequence of {"input_ids", "loss_mask"} ([n] int32 each): a list for
+    raw records, a `PreparedSource` for a prepared ArrayRecord file.
+    """
+    paths = _split_paths(cfg, split)
+    if len(paths) == 1 and is_prepared(paths[0]):
+        source = PreparedSource(paths[0], expect=_encoding_key(cfg))
+        report = DataReport(ReadReport(read=len(source), kept=len(source)), length_policy.LengthReport())
+        lengths = source.lengths()
+        report.examples = len(source)
+        report.target_tokens = source.target_tokens()
+        _fill_packing(report, lengths, cfg)
+        return source, report
+    encoded, report = encode_split(cfg, paths)
+    examples = [{"input_ids": e.input_ids, "loss_mask": e.loss_mask} for e in encoded]
+    return examples, report
+
+
+def encode_split(cfg: DataConfig, paths: Sequence[str]) -> tuple[list[Encoded], DataReport]:
+    """Reads, tokenizes and applies the length policy; bad records raise or go to the rejects file."""
+    _validate(cfg)
+    read_report = ReadReport(rejects_path=cfg.rejects_path)
+    rejects = Rejects(cfg.rejects_path if cfg.skip_bad else None)
+    opts = ReadOptions(
+        cfg.format, cfg.objective, cfg.sft_only_correct, cfg.max_record_chars, cfg.tfds_data_dir
+    )
+    samples = read_samples(paths, opts, skip_bad=cfg.skip_bad, rejects=rejects, report=read_report)
+    encoder = Encoder(load_tokenizer(cfg.tokenizer), cfg.template, cfg.system_prompt)
+    encoded, lengths = _apply_length_policy(samples, encoder, cfg, rejects)
+    read_report.rejected += lengths.rejected
+    report = DataReport(read_report, lengths, examples=len(encoded))
+    report.target_tokens = int(sum(int(e.loss_mask.sum()) for e in encoded))
+    _fill_packing(report, [len(e.input_ids) for e in encoded], cfg)
+    return encoded, report
+
+
+def _apply_length_policy(
+    samples: list[Sample], encoder: Encoder, cfg: DataConfig, rejects: Rejects
+) -> tuple[list[Encoded], length_policy.LengthReport]:
+    report = length_policy.LengthReport()
+    out: list[Encoded] = []
+    for start in range(0, len(samples), 1024):
+        chunk = samples[start : start + 1024]
+        for sample, enc in zip(chunk, encoder.encode_batch(chunk), strict=True):
+            report.total += 1
+            n = len(enc.input_ids)
+            report.tokens_before += n
+            if n > cfg.seq_len:
+                if cfg.length_policy == "drop":
+                    report.dropped += 1
+                    continue
+                if cfg.length_policy == "fail":
+                    error = _too_long(sample, enc, cfg.seq_len)
+                    if not cfg.skip_bad:
+                        raise error
+                    report.rejected += 1
+                    rejects.write(error, sample.target[:200])
+                    continue
+                ids, mask = length_policy.fit(enc.input_ids, enc.loss_mask, enc.prompt_len, cfg.seq_len)
+                enc = dataclasses.replace(enc, input_ids=ids, loss_mask=mask)
+                report.truncated += 1
+            report.tokens_after += len(enc.input_ids)
+            out.append(enc)
+    return out, report
+
+
+def _too_long(sample: Sample, enc: Encoded, seq_len: int) -> RecordError:
+    path, _, line = sample.where.rpartition(":")
+    n = len(enc.input_ids)
+    return RecordError(
+        path,
+        int(line),
+        sample.target_field,
+        f"example is {n} tokens (prompt {enc.prompt_len} + target {n - enc.prompt_len}), over "
+        f"seq_len={seq_len}; use length_policy 'truncate' or 'drop', raise seq_len, or skip_bad",
+    )
+
+
+def _fill_packing(report: DataReport, lengths: list[int], cfg: DataConfig) -> None:
+    if cfg.packing:
+        report.packing_efficiency, report.rows_per_epoch = packing_efficiency(
+            lengths, cfg.seq_len, cfg.packing_buffer
+        )
+    else:
+        report.rows_per_epoch = len(lengths)
+        report.packing_efficiency = sum(lengths) / (len(lengths) * cfg.seq_len) if lengths else 0.0
+
+
+class DataIterator:
+    """The training iterator: batches of [per_host_batch, seq_len] int32, with checkpointable state.
+
+    `report` has the split's counts; `batches_per_epoch` is exact without packing and an estimate
+    (from the unshuffled order) with it.
+    """
+
+    def __init__(self, dataset: grain.IterDataset, report: DataReport, batches_per_epoch: int):
+        self._dataset = dataset
+        self._it = iter(dataset)
+        self.report = report
+        self.batches_per_epoch = batches_per_epoch
+
+    def __iter__(self) -> DataIterator:
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._it)
+
+    def get_state(self) -> dict[str, Any]:
+        """A JSON-serialisable dict: where the iterator is."""
+        return self._it.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue exactly after the batch at which `state` was taken."""
+        self._it.set_state(state)
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
+
+def make_iterator(
+    cfg: DataConfig,
+    *,
+    per_host_batch: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    split: str = "train",
+) -> DataIterator | EvalIterator:
+    """This host's iterator over a split: `train` (shuffled, epochs, resumable) or `eval` (one pass)."""
+    if split == "eval":
+        return make_eval_iterator(
+            cfg, per_host_batch=per_host_batch, process_index=process_index, process_count=process_count
+        )
+    if split != "train":
+        raise ValueError(f"unknown split {split!r}; use 'train' or 'eval'")
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, process_count={process_count})")
+    examples, report = load_examples(cfg, "train")
+    if len(examples) < process_count:
+        raise ValueError(f"{len(examples)} training examples cannot be shared by {process_count} hosts")
+    ds = grain.MapDataset.source(examples)
+    if cfg.shuffle:
+        # Shuffle before repeat: Grain reseeds the permutation each epoch.
+        ds = ds.shuffle(seed=cfg.seed)
+    ds = ds.repeat(cfg.epochs)
+    ds = ds[process_index::process_count]
+    it_ds = ds.to_iter_dataset()
+    if cfg.packing:
+        it_ds = PackIterDataset(it_ds, cfg.seq_len, cfg.packing_buffer, cfg.pad_id)
+    else:
+        it_ds = it_ds.map(_Pad(cfg.seq_len, cfg.pad_id))
+    it_ds = it_ds.batch(per_host_batch, drop_remainder=True)
+    if cfg.num_workers > 0:
+        _absl_flags_parsed()
+        it_ds = it_ds.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=cfg.num_workers, per_worker_buffer_size=cfg.worker_buffer_size
+            )
+        )
+    batches = report.rows_per_epoch // (process_count * per_host_batch)
+    return DataIterator(it_ds, report, batches)
+
+
+def _absl_flags_parsed() -> None:
+    """Grain's worker processes read absl flags; outside `absl.app.run` they are never parsed."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+class _Pad(grain.transforms.Map):
+    def __init__(self, seq_len: int, pad_id: int):
+        self._seq_len, self._pad_id = seq_len, pad_id
+
+    def map(self, example: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return pad_row(example, self._seq_len, self._pad_id)
+
+
+class EvalIterator:
+    """One pass over the eval split, unshuffled; every host yields the same number of batches.
+
+    The last batches are completed with empty rows (all-zero `loss_mask` and `segment_ids`), so
+    they add nothing to a token-weighted loss.
+    """
+
+    def __init__(self, batches: list[Batch], report: DataReport):
+        self._batches = batches
+        self.report = report
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self._batches)
+
+
+def make_eval_iterator(
+    cfg: DataConfig, *, per_host_batch: int, process_index: int = 0, process_count: int = 1
+) -> EvalIterator:
+    """This host's share of the eval split (see `EvalIterator`)."""
+    examples, report = load_examples(cfg, "eval")
+    examples = [examples[i] for i in range(len(examples))]
+    if cfg.packing:
+        rows = []
+        for start in range(0, len(examples), cfg.packing_buffer):
+            buffer = examples[start : start + cfg.packing_buffer]
+            bins = _bins(buffer, cfg.seq_len)
+            rows += [make_row([buffer[i] for i in b], cfg.seq_len, cfg.pad_id) for b in bins]
+    else:
+        rows = [pad_row(ex, cfg.seq_len, cfg.pad_id) for ex in examples]
+    n_batches = math.ceil(math.ceil(len(rows) / process_count) / per_host_batch)
+    mine = rows[process_index::process_count]
+    empty = make_row([], cfg.seq_len, cfg.pad_id)
+    mine += [empty] * (n_batches * per_host_batch - len(mine))
+    batches = [
+        {k: np.stack([r[k] for r in mine[b * per_host_batch : (b + 1) * per_host_batch]]) for k in BATCH_KEYS}
+        for b in range(n_batches)
+    ]
+    return EvalIterator(batches, report)
+
+
+def _bins(examples: list[dict[str, np.ndarray]], seq_len: int) -> list[list[int]]:
+    return first_fit_decreasing([len(ex["input_ids"]) for ex in examples], seq_len)
+
+
+def _split_paths(cfg: DataConfig, split: str) -> list[str]:
+    paths = list(cfg.train_paths if split == "train" else cfg.eval_paths)
+    if not paths:
+        raise ValueError(f"DataConfig.{split}_paths is empty; give the {split} data files")
+    return [str(p) for p in paths]
+
+
+def _encoding_key(cfg: DataConfig) -> dict[str, Any]:
+    """What a prepared file must have been tokenized with to be used under this config."""
+    return {
+        "tokenizer": cfg.tokenizer,
+        "template": cfg.template,
+        "system_prompt": cfg.system_prompt,
+        "objective": cfg.objective,
+        "sft_only_correct": cfg.sft_only_correct,
+        "seq_len": cfg.seq_len,
+        "length_policy": cfg.length_policy,
+    }
+
+
+def _validate(cfg: DataConfig) -> None:
+    if cfg.length_policy not in length_policy.LENGTH_POLICIES:
+        raise ValueError(
+            f"DataConfig.length_policy={cfg.length_policy!r}; choose one of {length_policy.LENGTH_POLICIES}"
+        )
+    if cfg.skip_bad and not cfg.rejects_path:
+        raise ValueError("DataConfig.skip_bad needs rejects_path: skipped records must go somewhere")
+    if cfg.seq_len <= 0:
+        raise ValueError(f"DataConfig.seq_len={cfg.seq_len} must be positive")
