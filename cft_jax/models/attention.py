@@ -1,9 +1,10 @@
 """Scaled dot-product attention kernels, chosen by name, over packed rows with segment ids.
 
 Every kernel has the same contract: causal attention in which a query attends only to keys of its own
-nonzero segment (segment id 0 is padding and attends to nothing). "xla" is the plain reference
-written with einsums; fused kernels (cuDNN, TPU splash) are further entries in `ATTENTION_IMPLS`
-with the same signature, and the tests hold them to the reference.
+nonzero segment (segment id 0 is padding; its rows are never read). "xla" is the plain reference
+written with einsums; the fused kernels ("splash" on TPU, "pallas_gpu" on GPU) and "auto" (the
+backend's kernel, else the reference) live in `cft_jax.models.attention_kernels`, and the tests hold
+them to the reference.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
+from cft_jax.models.attention_kernels import FUSED_KERNELS, choose_attention, run_fused
 
 
 def attention_mask(segment_ids: jax.Array) -> jax.Array:
@@ -51,7 +54,29 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Arr
 
 AttentionFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 
-ATTENTION_IMPLS: dict[str, AttentionFn] = {"xla": xla_attention}
+
+def selected_attention(impl: str) -> AttentionFn:
+    """An `AttentionFn` that, when traced, runs the kernel `choose_attention` picks for `impl`.
+
+    The choice is made at trace time because it depends on the shapes, the dtype, the backend and the
+    ambient mesh (`jax.set_mesh`).
+    """
+
+    def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array) -> jax.Array:
+        mesh = jax.sharding.get_abstract_mesh()
+        name = choose_attention(impl, q, k, jax.default_backend(), mesh)
+        if name == "xla":
+            return xla_attention(q, k, v, segment_ids)
+        return run_fused(name, q, k, v, segment_ids)
+
+    return attention
+
+
+ATTENTION_IMPLS: dict[str, AttentionFn] = {
+    "xla": xla_attention,
+    "auto": selected_attention("auto"),
+    **{name: selected_attention(name) for name in FUSED_KERNELS},
+}
 
 
 def get_attention(impl: str) -> AttentionFn:

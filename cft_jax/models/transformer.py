@@ -11,16 +11,28 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.layers import DEFAULT_INIT, MLP, Attention, Embed, RMSNorm, param, rope_cos_sin
 
+# The name of each layer's input, which the "offload" policy keeps in host memory.
+LAYER_INPUT = "layer_input"
+
 # Which intermediate values a rematerialised layer keeps for the backward pass ("none": no remat).
+# "offload" is "full" with the [batch, seq, hidden] input of every layer, the one activation full remat
+# still keeps per layer, moved to pinned host memory and fetched back for that layer's backward pass.
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
     "save_dots": jax.checkpoint_policies.dots_saveable,
     "save_dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "offload": jax.checkpoint_policies.save_and_offload_only_these_names(
+        names_which_can_be_saved=[],
+        names_which_can_be_offloaded=[LAYER_INPUT],
+        offload_src="device",
+        offload_dst="pinned_host",
+    ),
 }
 
 
@@ -129,7 +141,7 @@ class Decoder(nnx.Module):
         x = self.embed(input_ids).astype(self.compute_dtype)
 
         def apply_layer(x: jax.Array, layer: DecoderLayer) -> jax.Array:
-            return layer(x, cos, sin, segment_ids)
+            return layer(checkpoint_name(x, LAYER_INPUT), cos, sin, segment_ids)
 
         if self.remat != "none":
             apply_layer = nnx.remat(apply_layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
