@@ -1,0 +1,345 @@
+"""The trainer's configuration: one typed schema, Python config files, command-line overrides.
+
+A config file is Python with a `get_config()` returning a nested dict (or an ml_collections
+ConfigDict) of the keys it sets; every other key keeps the default below. The command line overrides
+single keys: `--config.optimizer.lr=2e-6`. Loading checks every key and value and raises one
+`ConfigError` listing each bad key by its dotted name, with the fix.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import importlib.util
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from cft_jax.data.pipeline import DataConfig
+
+DTYPES = ("float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+    """A config key or value the trainer refuses; the message names every bad key."""
+
+
+@dataclasses.dataclass
+class ModelSection:
+    """Which weights to train and how to compute with them."""
+
+    hf_path: str = ""  # HF checkpoint directory to fine-tune; "" = random init from `init_config`.
+    init_config: dict = dataclasses.field(default_factory=dict)  # HF config.json keys of a random-init model.
+    param_dtype: Literal["float32", "bfloat16"] = "float32"  # master weights and optimizer state
+    compute_dtype: Literal["float32", "bfloat16"] = "bfloat16"  # activations and matmuls
+    remat: Literal["none", "full", "save_dots", "save_dots_no_batch"] = "full"
+    attention_impl: str = "xla"
+
+
+@dataclasses.dataclass
+class OptimizerSection:
+    """AdamW, global-norm clipping and the learning-rate schedule (`cft_jax.training.optimizer`)."""
+
+    lr: float = 5e-6
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0  # <= 0: no clipping
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = 0.1  # used when warmup_steps < 0
+    warmup_steps: int = -1
+    min_lr_ratio: float = 0.0  # the decay ends at min_lr_ratio * lr
+
+
+@dataclasses.dataclass
+class TrainingSection:
+    """Batch, duration and where the run lives."""
+
+    workdir: str = "runs/default"  # checkpoints, metrics and exports; a rerun resumes from here
+    global_batch: int = 512  # sequences per optimizer update, over all hosts
+    accumulation_steps: int = 1  # micro-batches per update (each global_batch / accumulation_steps)
+    max_steps: int = 0  # updates in the run (the schedule's length); 0 = data.epochs over the data
+    halt_at_step: int = 0  # stop after checkpointing at this step, schedule unchanged; 0 = run to the end
+    seed: int = 0
+    vocab_chunk: int = 16384  # vocabulary columns per cross-entropy chunk
+
+
+@dataclasses.dataclass
+class MeshSection:
+    """Device mesh axes (`cft_jax.training.mesh.make_mesh`); -1 = all remaining devices."""
+
+    data: int = 1
+    fsdp: int = -1
+    tensor: int = 1
+
+
+@dataclasses.dataclass
+class CheckpointSection:
+    every_steps: int = 100  # 0 = only at the end
+    keep: int = 3  # the newest N stay on disk
+    async_save: bool = True
+    resume: bool = True  # continue from the newest checkpoint in workdir
+
+
+@dataclasses.dataclass
+class EvaluationSection:
+    every_steps: int = 0  # held-out loss every N updates; 0 = never
+    num_batches: int = 0  # batches per evaluation; 0 = the whole held-out split
+
+
+@dataclasses.dataclass
+class ExportSection:
+    every_steps: int = 0  # HF export every N updates; 0 = never during the run
+    at_end: bool = True
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+
+
+@dataclasses.dataclass
+class LoggingSection:
+    every_steps: int = 1
+    jsonl: bool = True  # workdir/metrics.jsonl
+    tensorboard: bool = True  # workdir/tensorboard
+    progress_bar: bool = True
+    peak_flops_per_device: float = 0.0  # for MFU; 0 = look the device kind up (unknown kinds: no MFU)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: ModelSection = dataclasses.field(default_factory=ModelSection)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optimizer: OptimizerSection = dataclasses.field(default_factory=OptimizerSection)
+    training: TrainingSection = dataclasses.field(default_factory=TrainingSection)
+    mesh: MeshSection = dataclasses.field(default_factory=MeshSection)
+    checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
+    evaluation: EvaluationSection = dataclasses.field(default_factory=EvaluationSection)
+    export: ExportSection = dataclasses.field(default_factory=ExportSection)
+    logging: LoggingSection = dataclasses.field(default_factory=LoggingSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(
+    path: str | Path, overrides: list[str] = (), *, num_devices: int | None = None
+) -> TrainConfig:
+    """Reads `path`'s `get_config()`, applies `--config.KEY=VALUE` overrides, validates everything.
+
+    With `num_devices` the mesh is resolved too and the batch checked against it.
+    """
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"cft_config_{path.stem}", path)
+    if spec is None or not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path}: defines no get_config(); it must return a dict of config keys")
+    values = module.get_config()
+    if hasattr(values, "to_dict"):
+        values = values.to_dict()
+    return build_config(values, overrides, source=str(path), num_devices=num_devices)
+
+
+def build_config(
+    values: dict[str, Any],
+    overrides: list[str] = (),
+    *,
+    source: str = "config",
+    num_devices: int | None = None,
+) -> TrainConfig:
+    """Defaults <- `values` (nested dict) <- `overrides` ("a.b=v" strings, with or without `--config.`)."""
+    config = TrainConfig()
+    errors: list[str] = []
+    for key, value in _flatten(values):
+        _assign(config, key, value, from_text=False, errors=errors)
+    for override in overrides:
+        key, sep, text = override.removeprefix("--config.").partition("=")
+        if not sep:
+            errors.append(f"override {override!r}: write --config.KEY=VALUE")
+            continue
+        _assign(config, key, text, from_text=True, errors=errors)
+    # Keys that failed above kept their defaults, so the value checks below still see a typed config.
+    errors += validate(config, num_devices=num_devices)
+    if errors:
+        raise ConfigError(f"{source}: {len(errors)} bad config value(s):\n  " + "\n  ".join(errors))
+    return config
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dict -> [("a.b", v)]; a dict stops being descended where the schema holds a dict field."""
+    items = []
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted.count(".") == 0:
+            items.extend(_flatten(value, dotted + "."))
+        else:
+            items.append((dotted, value))
+    return items
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(obj))
+    return {f.name: hints[f.name] for f in dataclasses.fields(obj)}
+
+
+def _assign(config: TrainConfig, key: str, value: Any, *, from_text: bool, errors: list[str]) -> None:
+    """Sets dotted `key` on the config, checking that it exists and that `value` has its type."""
+    *sections, name = key.split(".")
+    target = config
+    for depth, section in enumerate(sections):
+        fields = _fields(target)
+        if section in fields and isinstance(getattr(target, section), dict):
+            # A free-form dict key (model.init_config.hidden_size=128): its entries are not in the schema.
+            entry = getattr(target, section)
+            for inner in [*sections[depth + 1 :]]:
+                entry = entry.setdefault(inner, {})
+            entry[name] = _parse_text(value, Any) if from_text else value
+            return
+        if section not in fields or not dataclasses.is_dataclass(getattr(target, section)):
+            errors.append(
+                _unknown(".".join(sections[: depth + 1]), target, prefix=".".join(sections[:depth]))
+            )
+            return
+        target = getattr(target, section)
+    fields = _fields(target)
+    if not sections or name not in fields:
+        errors.append(_unknown(key, target, prefix=".".join(sections)))
+        return
+    try:
+        setattr(target, name, _coerce(value, fields[name], from_text=from_text))
+    except (TypeError, ValueError, SyntaxError) as e:
+        errors.append(f"{key}={value!r}: {e}")
+
+
+def _unknown(key: str, target: Any, prefix: str) -> str:
+    known = [f"{prefix}.{name}" if prefix else name for name in _fields(target)]
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known keys here: {', '.join(known)}"
+    return f"{key}: unknown config key; {hint}"
+
+
+def _coerce(value: Any, annotation: Any, *, from_text: bool) -> Any:
+    """`value` as `annotation` (int, float, str, bool, dict, list, tuple, Literal, Optional)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"must be one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if (value is None or (from_text and value == "None")) and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, from_text=from_text)
+            except (TypeError, ValueError, SyntaxError):
+                continue
+        raise TypeError(f"must be {annotation}")
+    base = origin or annotation
+    if from_text and base is not str:
+        value = _parse_text(value, base)
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base in (list, tuple) and isinstance(value, (list, tuple)):
+        return base(value)
+    if base is Any or (isinstance(value, base) and not (base is int and isinstance(value, bool))):
+        return value
+    raise TypeError(f"must be {getattr(base, '__name__', base)}, got {type(value).__name__}")
+
+
+def _parse_text(text: str, base: type) -> Any:
+    if base is bool:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError("must be true or false")
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if base is Any:
+            return text
+        raise ValueError(f"cannot read {text!r} as a {getattr(base, '__name__', base)} literal") from None
+
+
+def resolve_mesh(mesh: MeshSection, num_devices: int) -> tuple[int, int, int]:
+    """(data, fsdp, tensor) with the one -1 axis taking the remaining devices."""
+    sizes = [mesh.data, mesh.fsdp, mesh.tensor]
+    fixed = 1
+    for size in sizes:
+        fixed *= size if size > 0 else 1
+    if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+        raise ConfigError(f"mesh={sizes}: each axis is >= 1, with at most one -1 (the rest)")
+    if num_devices % fixed:
+        raise ConfigError(
+            f"mesh={sizes}: the fixed axes ({fixed} devices) do not divide {num_devices} devices"
+        )
+    data, fsdp, tensor = (s if s > 0 else num_devices // fixed for s in sizes)
+    if data * fsdp * tensor != num_devices:
+        raise ConfigError(
+            f"mesh data*fsdp*tensor={data * fsdp * tensor} must equal the {num_devices} devices"
+        )
+    return data, fsdp, tensor
+
+
+def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str]:
+    """Every cross-key and range error, one line per bad key (empty when the config is good)."""
+    errors = []
+    m, t, o = config.model, config.training, config.optimizer
+    if bool(m.hf_path) == bool(m.init_config):
+        errors.append(
+            "model.hf_path / model.init_config: set exactly one (weights to load, or a random init)"
+        )
+    if m.hf_path and not Path(m.hf_path).is_dir():
+        errors.append(f"model.hf_path={m.hf_path!r}: no such directory; convert or download the checkpoint")
+    positive = {
+        "training.global_batch": t.global_batch,
+        "training.accumulation_steps": t.accumulation_steps,
+        "data.seq_len": config.data.seq_len,
+        "training.vocab_chunk": t.vocab_chunk,
+        "optimizer.lr": o.lr,
+        "checkpoint.keep": config.checkpoint.keep,
+        "logging.every_steps": config.logging.every_steps,
+    }
+    errors += [f"{key}={value}: must be > 0" for key, value in positive.items() if value <= 0]
+    non_negative = {
+        "training.max_steps": t.max_steps,
+        "training.halt_at_step": t.halt_at_step,
+        "checkpoint.every_steps": config.checkpoint.every_steps,
+        "evaluation.every_steps": config.evaluation.every_steps,
+        "evaluation.num_batches": config.evaluation.num_batches,
+        "export.every_steps": config.export.every_steps,
+        "optimizer.weight_decay": o.weight_decay,
+    }
+    errors += [f"{key}={value}: must be >= 0" for key, value in non_negative.items() if value < 0]
+    if config.data.epochs is None and t.max_steps == 0:
+        errors.append(
+            "training.max_steps=0 with data.epochs=None (repeat forever): set max_steps or data.epochs"
+        )
+    if not 0 <= o.warmup_ratio <= 1:
+        errors.append(f"optimizer.warmup_ratio={o.warmup_ratio}: must be in [0, 1]")
+    if not 0 <= o.min_lr_ratio <= 1:
+        errors.append(f"optimizer.min_lr_ratio={o.min_lr_ratio}: must be in [0, 1]")
+    for key, beta in (("optimizer.b1", o.b1), ("optimizer.b2", o.b2)):
+        if not 0 <= beta < 1:
+            errors.append(f"{key}={beta}: must be in [0, 1)")
+    if t.accumulation_steps > 0 and t.global_batch % t.accumulation_steps:
+        errors.append(
+            f"training.accumulation_steps={t.accumulation_steps}: "
+            f"must divide training.global_batch={t.global_batch}"
+        )
+    if num_devices is not None and not errors:
+        try:
+            data, fsdp, _ = resolve_mesh(config.mesh, num_devices)
+        except ConfigError as e:
+            return errors + [str(e)]
+        micro_batch = t.global_batch // t.accumulation_steps
+        if micro_batch % (data * fsdp):
+            errors.append(
+                f"training.global_batch={t.global_batch}: each micro-batch ({micro_batch} sequences) "
+                f"must split evenly over mesh data*fsdp={data * fsdp}; "
+                "change the batch, accumulation_steps or the mesh"
+            )
+    return errors

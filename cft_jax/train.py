@@ -1,0 +1,415 @@
+"""`python -m cft_jax.train --config FILE [--config.KEY=VALUE ...] [--dry_run]`: the CFT trainer.
+
+Read top to bottom: config -> mesh -> model (HF weights or random init) -> data -> optimizer ->
+shardings -> one jitted train step (explicit in/out shardings, donated state) -> restore the newest
+checkpoint -> loop (metrics, held-out loss, checkpoints, HF exports) -> final checkpoint and export.
+Without `--config` it trains the small CPU demo, `configs/cpu_demo.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+import cft_jax
+from cft_jax.assets.tokenizers import TOKENIZERS, tokenizer_dir
+from cft_jax.config import ConfigError, TrainConfig, load_config, resolve_mesh
+from cft_jax.data.pipeline import load_examples, make_iterator
+from cft_jax.models.config import ModelConfig
+from cft_jax.models.hf import export_hf, load_hf
+from cft_jax.models.transformer import Decoder
+from cft_jax.training import metrics as metrics_lib
+from cft_jax.training.checkpoint import (
+    Checkpointer,
+    TerminationFlag,
+    abstract_with_shardings,
+    data_fingerprints,
+)
+from cft_jax.training.mesh import make_mesh, model_shardings
+from cft_jax.training.optimizer import learning_rate_schedule, make_optimizer, warmup_steps
+from cft_jax.training.step import eval_step, model_parts, train_step
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cpu_demo.py"
+BATCH_AXES = ("data", "fsdp")
+
+
+def build_model(config: TrainConfig, mesh: Mesh) -> tuple[nnx.Module, ModelConfig]:
+    """The Decoder with its parameters already sharded on `mesh`: HF weights, or a random init."""
+    section = config.model
+    dtypes = {
+        "param_dtype": jnp.dtype(section.param_dtype),
+        "compute_dtype": jnp.dtype(section.compute_dtype),
+    }
+    options = {"remat": section.remat, "attention_impl": section.attention_impl}
+    if section.hf_path:
+        model, model_config = load_hf(
+            section.hf_path,
+            dtype=dtypes["param_dtype"],
+            compute_dtype=dtypes["compute_dtype"],
+            mesh=mesh,
+            **options,
+        )
+        return model, model_config
+    model_config = ModelConfig.from_hf(section.init_config)
+
+    def init() -> Decoder:
+        return Decoder(model_config, **dtypes, **options, rngs=nnx.Rngs(config.training.seed))
+
+    # Initialise straight into the sharded layout: no host ever holds the whole model.
+    abstract = nnx.eval_shape(init)
+    graphdef, abstract_state = nnx.split(abstract)
+    state = jax.jit(lambda: nnx.state(init()), out_shardings=model_shardings(abstract_state, mesh))()
+    return nnx.merge(graphdef, state), model_config
+
+
+def optimizer_shardings(tx: optax.GradientTransformation, params: nnx.State, mesh: Mesh) -> Any:
+    """The optimizer state's shardings: moments laid out as their parameters, counters replicated."""
+    param_shardings = jax.tree.map(lambda x: x.sharding, params)
+    abstract = jax.eval_shape(tx.init, params)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return optax.tree_map_params(
+        tx, lambda _, sharding: sharding, abstract, param_shardings, transform_non_params=lambda _: replicated
+    )
+
+
+def compile_train_step(
+    config: TrainConfig,
+    graphdef: nnx.GraphDef,
+    rest: nnx.State,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    param_shardings: Any,
+    opt_shardings: Any,
+    batch_sharding: NamedSharding,
+):
+    """The jitted update: (params, opt_state, batch) -> (params, opt_state, metrics), state donated."""
+    step = functools.partial(
+        train_step,
+        graphdef=graphdef,
+        rest=rest,
+        tx=tx,
+        schedule=schedule,
+        accumulation_steps=config.training.accumulation_steps,
+        vocab_chunk=config.training.vocab_chunk,
+    )
+    replicated = NamedSharding(batch_sharding.mesh, PartitionSpec())
+    return jax.jit(
+        step,
+        in_shardings=(param_shardings, opt_shardings, batch_sharding),
+        out_shardings=(param_shardings, opt_shardings, replicated),
+        donate_argnums=(0, 1),
+    )
+
+
+def global_batch(host_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """This host's rows [per_host_batch, seq] -> one global array per key [global_batch, seq]."""
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in host_batch.items()}
+
+
+def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
+    """Updates in the run: training.max_steps, else data.epochs passes over the data."""
+    if config.training.max_steps:
+        return config.training.max_steps
+    steps = config.data.epochs * batches_per_epoch
+    if steps <= 0:
+        raise ValueError(
+            f"{batches_per_epoch} batches of {config.training.global_batch} rows per epoch: the data is "
+            "smaller than one global batch; lower training.global_batch or add data"
+        )
+    return steps
+
+
+def tokenizer_source(config: TrainConfig) -> Path | None:
+    """Where the tokenizer files that go with exports come from: the HF checkpoint, else the data's."""
+    if config.model.hf_path:
+        return Path(config.model.hf_path)
+    if config.data.tokenizer in TOKENIZERS:
+        return tokenizer_dir(config.data.tokenizer)
+    return Path(config.data.tokenizer) if Path(config.data.tokenizer).is_dir() else None
+
+
+def code_version() -> str:
+    """Package version and, when run from a git checkout, the commit."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return f"{cft_jax.__version__}+{commit}"
+
+
+def evaluate(eval_fn, params: nnx.State, eval_iter, batch_sharding: NamedSharding, num_batches: int) -> float:
+    """Token-weighted held-out loss over the eval split (or its first `num_batches` batches)."""
+    loss_sum, tokens = 0.0, 0.0
+    for index, host_batch in enumerate(eval_iter):
+        if num_batches and index >= num_batches:
+            break
+        out = eval_fn(params, global_batch(host_batch, batch_sharding))
+        loss_sum += float(out["loss_sum"])
+        tokens += float(out["target_tokens"])
+    return loss_sum / max(tokens, 1.0)
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Runs (or resumes) the training described by `config`; returns the last step's metrics."""
+    workdir = Path(config.training.workdir)
+    mesh = make_mesh(*resolve_mesh(config.mesh, jax.device_count()))
+    batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXES, None))
+
+    model, model_config = build_model(config, mesh)
+    graphdef, params, rest = model_parts(model)
+    del model
+
+    per_host_batch = config.training.global_batch // jax.process_count()
+    train_iter = make_iterator(
+        config.data,
+        per_host_batch=per_host_batch,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    steps = total_steps(config, train_iter.batches_per_epoch)
+    o = config.optimizer
+    schedule = learning_rate_schedule(
+        o.lr,
+        steps,
+        schedule=o.schedule,
+        warmup=warmup_steps(steps, o.warmup_ratio, o.warmup_steps),
+        min_lr_ratio=o.min_lr_ratio,
+    )
+    tx = make_optimizer(
+        schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay, clip_norm=o.clip_norm
+    )
+
+    param_shardings = jax.tree.map(lambda x: x.sharding, params)
+    opt_shardings = optimizer_shardings(tx, params, mesh)
+    opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
+    step_fn = compile_train_step(
+        config, graphdef, rest, tx, schedule, param_shardings, opt_shardings, batch_sharding
+    )
+    eval_fn = jax.jit(
+        functools.partial(eval_step, graphdef=graphdef, rest=rest, vocab_chunk=config.training.vocab_chunk),
+        in_shardings=(param_shardings, batch_sharding),
+    )
+
+    checkpointer = Checkpointer(
+        workdir / "checkpoints", keep=config.checkpoint.keep, async_save=config.checkpoint.async_save
+    )
+    rng = jax.random.key(config.training.seed)
+    meta = {
+        "config": config.to_dict(),
+        "model_config": model_config.to_hf(),
+        "data": train_iter.report.to_dict(),
+        "data_fingerprints": data_fingerprints(config.data.train_paths),
+        "code_version": code_version(),
+        "rng": np.asarray(jax.random.key_data(rng)).tolist(),
+        "total_steps": steps,
+    }
+    step = 0
+    latest = checkpointer.latest_step() if config.checkpoint.resume else None
+    if latest is not None:
+        params, opt_state, data_state, saved_meta = checkpointer.restore(
+            latest,
+            abstract_params=abstract_with_shardings(params, param_shardings),
+            abstract_opt_state=abstract_with_shardings(opt_state, opt_shardings),
+        )
+        train_iter.set_state(data_state)
+        step = latest
+        if saved_meta.get("data_fingerprints") != meta["data_fingerprints"]:
+            print(
+                f"warning: the training data changed since step {latest} was saved; the resume is not exact",
+                file=sys.stderr,
+            )
+
+    def save(at_step: int) -> None:
+        checkpointer.save(
+            at_step, params=params, opt_state=opt_state, data_iter_state=train_iter.get_state(), meta=meta
+        )
+
+    tokenizer = tokenizer_source(config)
+    checkpointer.write_hf_assets(model_config.to_hf(), tokenizer)
+
+    def export(at_step: int) -> None:
+        if jax.process_count() > 1:
+            # export_hf gathers on one process; multi-host runs export from their checkpoints afterwards.
+            print(
+                f"step {at_step}: run `python -m cft_jax.convert export` on its checkpoint", file=sys.stderr
+            )
+            return
+        target = workdir / "hf" / f"step_{at_step}"
+        export_hf(params, model_config, target, dtype=config.export.dtype, tokenizer_dir=tokenizer)
+
+    halt_at = min(config.training.halt_at_step or steps, steps)
+    eval_iter = None
+    if config.evaluation.every_steps:
+        eval_iter = make_iterator(
+            config.data,
+            per_host_batch=per_host_batch,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            split="eval",
+        )
+    tokens_per_step = config.training.global_batch * config.data.seq_len
+    flops_per_token = model_config.flops_per_token(config.data.seq_len)
+    peak = metrics_lib.peak_flops_per_device(jax.devices()[0], config.logging.peak_flops_per_device)
+    writer = metrics_lib.MetricsWriter(
+        workdir,
+        total_steps=halt_at,
+        initial_step=step,
+        jsonl=config.logging.jsonl,
+        tensorboard=config.logging.tensorboard,
+        progress_bar=config.logging.progress_bar,
+    )
+    terminate = TerminationFlag()
+    last_saved, last_logged = latest, step
+    record: dict[str, Any] = {}
+    try:
+        while step < halt_at:
+            started = time.perf_counter()
+            try:
+                host_batch = next(train_iter)
+            except StopIteration:
+                print(
+                    f"the data ran out after step {step} (of {steps} planned); finishing here",
+                    file=sys.stderr,
+                )
+                break
+            params, opt_state, step_metrics = step_fn(
+                params, opt_state, global_batch(host_batch, batch_sharding)
+            )
+            step += 1
+            record = {k: float(v) for k, v in step_metrics.items()}
+            if not math.isfinite(record["loss"]):
+                raise FloatingPointError(
+                    f"step {step}: the loss is {record['loss']}; stopping. The last good checkpoint is "
+                    f"step {last_saved} in {workdir / 'checkpoints'}"
+                )
+            # Wall time of this update, its batch included; evaluation, checkpoints and exports are not.
+            record["step_time_s"] = time.perf_counter() - started
+            record["tokens_per_s"] = tokens_per_step / record["step_time_s"]
+            record["mfu"] = metrics_lib.mfu(flops_per_token, record["tokens_per_s"], jax.device_count(), peak)
+            if eval_iter is not None and step % config.evaluation.every_steps == 0:
+                record["eval_loss"] = evaluate(
+                    eval_fn, params, eval_iter, batch_sharding, config.evaluation.num_batches
+                )
+            if step % config.logging.every_steps == 0 or "eval_loss" in record:
+                writer.write(step, record, advance=step - last_logged)
+                last_logged = step
+            every = config.checkpoint.every_steps
+            if (every and step % every == 0) or step == halt_at or terminate.is_set():
+                save(step)
+                last_saved = step
+            if config.export.every_steps and step % config.export.every_steps == 0:
+                checkpointer.wait()
+                export(step)
+            if terminate.is_set():
+                print(f"SIGTERM: checkpoint of step {step} saved; exiting", file=sys.stderr)
+                return record
+        if last_saved != step:
+            save(step)
+        if (
+            config.export.at_end
+            and step == steps
+            and not (config.export.every_steps and step % config.export.every_steps == 0)
+        ):
+            export(step)
+    finally:
+        checkpointer.wait()
+        checkpointer.close()
+        train_iter.close()
+        writer.close()
+    return record
+
+
+def dry_run_report(config: TrainConfig, num_devices: int) -> str:
+    """The resolved config, mesh, per-device memory estimate, steps and tokens, as text."""
+    data, fsdp, tensor = resolve_mesh(config.mesh, num_devices)
+    if config.model.hf_path:
+        model_config = ModelConfig.from_hf(config.model.hf_path)
+    else:
+        model_config = ModelConfig.from_hf(config.model.init_config)
+    memory = metrics_lib.memory_estimate(
+        model_config,
+        param_dtype=config.model.param_dtype,
+        compute_dtype=config.model.compute_dtype,
+        remat=config.model.remat,
+        micro_batch_per_device=config.training.global_batch
+        // config.training.accumulation_steps
+        // (data * fsdp),
+        seq_len=config.data.seq_len,
+        shards=fsdp * tensor,
+        tensor=tensor,
+    )
+    t = config.training
+    if t.max_steps:
+        steps = f"{t.max_steps} (training.max_steps)"
+    elif config.data.train_paths and all(Path(p).exists() for p in config.data.train_paths):
+        rows = load_examples(config.data)[1].rows_per_epoch
+        steps = f"{config.data.epochs * (rows // t.global_batch)} ({rows} rows per epoch)"
+    else:
+        steps = f"data.epochs={config.data.epochs} x rows per epoch / {t.global_batch} (data not found here)"
+    lines = [
+        "resolved config:",
+        json.dumps(config.to_dict(), indent=2),
+        f"mesh: data={data} fsdp={fsdp} tensor={tensor} over {num_devices} devices",
+        f"model: {model_config.model_type}, {model_config.num_params() / 1e9:.3f} B parameters, "
+        f"{model_config.flops_per_token(config.data.seq_len) / 1e9:.2f} GFLOP per token",
+        "per-device memory estimate (GiB):",
+        *(f"  {name}: {value / 2**30:.2f}" for name, value in memory.items()),
+        f"steps: {steps}",
+        f"tokens per step: {t.global_batch * config.data.seq_len} "
+        f"({t.global_batch} sequences x {config.data.seq_len}, {t.accumulation_steps} micro-batches)",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """(flags, `--config.KEY=VALUE` overrides)."""
+    parser = argparse.ArgumentParser(prog="python -m cft_jax.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(DEMO_CONFIG), help="Python config file with get_config()")
+    parser.add_argument("--dry_run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--dry_run_devices", type=int, default=0, help="plan for this many devices")
+    parser.add_argument(
+        "--distributed", action="store_true", help="jax.distributed.initialize() first (multi-host runs)"
+    )
+    flags, rest = parser.parse_known_args(argv)
+    unknown = [a for a in rest if not a.startswith("--config.")]
+    if unknown:
+        parser.error(f"unknown arguments {unknown}; config keys are set as --config.KEY=VALUE")
+    return flags, rest
+
+
+def main(argv: list[str] | None = None) -> None:
+    flags, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    if flags.distributed:
+        jax.distributed.initialize()
+    num_devices = flags.dry_run_devices or jax.device_count()
+    try:
+        config = load_config(flags.config, overrides, num_devices=num_devices)
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
+    if flags.dry_run:
+        print(dry_run_report(config, num_devices))
+        return
+    train(config)
+
+
+if __name__ == "__main__":
+    main()

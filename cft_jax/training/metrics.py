@@ -1,0 +1,166 @@
+"""Training metrics: throughput and MFU, and the console / JSONL / TensorBoard writers.
+
+MFU (model FLOPs utilisation) = achieved model FLOP/s / peak FLOP/s of the devices used:
+
+    MFU = flops_per_token(seq_len) * tokens_per_second / (num_devices * peak_flops_per_device)
+
+with `ModelConfig.flops_per_token(seq_len)` = 6 * N (forward + backward of every matmul weight,
+N = parameters excluding the input embedding lookup) + the causal attention term counted as MaxText
+counts it: 6 * layers * seq_len * heads * head_dim per token for QK^T and AV with the causal half
+(12 * ... / 2). Every position of the batch counts as a token (padding included: it costs the same
+FLOPs), and rematerialisation's recomputation is not counted (MFU, not hardware utilisation).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+
+# Dense bf16 peak FLOP/s per device (one TPU chip, one GPU), from the vendors' data sheets.
+PEAK_FLOPS = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+    "NVIDIA H100": 989e12,
+    "NVIDIA H200": 989e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA B200": 2250e12,
+}
+
+
+def peak_flops_per_device(device: jax.Device, override: float = 0.0) -> float:
+    """Peak bf16 FLOP/s of `device` (0.0 where unknown, e.g. CPU: MFU is then not reported)."""
+    if override > 0:
+        return override
+    kind = device.device_kind
+    matches = [name for name in PEAK_FLOPS if kind.startswith(name)]
+    return PEAK_FLOPS[max(matches, key=len)] if matches else 0.0
+
+
+def mfu(flops_per_token: float, tokens_per_second: float, num_devices: int, peak_per_device: float) -> float:
+    """Model FLOPs utilisation in [0, 1]; 0.0 when the peak is unknown."""
+    if peak_per_device <= 0:
+        return 0.0
+    return flops_per_token * tokens_per_second / (num_devices * peak_per_device)
+
+
+class MetricsWriter:
+    """Writes scalar metrics to the console (progress bar with ETA), JSONL and TensorBoard.
+
+    Only process 0 writes; the others keep the same object so the loop needs no branches.
+    """
+
+    def __init__(
+        self,
+        workdir: str | Path,
+        *,
+        total_steps: int,
+        initial_step: int,
+        jsonl: bool,
+        tensorboard: bool,
+        progress_bar: bool,
+    ):
+        self.enabled = jax.process_index() == 0
+        workdir = Path(workdir)
+        self._jsonl = self._tensorboard = self._bar = None
+        if not self.enabled:
+            return
+        workdir.mkdir(parents=True, exist_ok=True)
+        if jsonl:
+            self._jsonl = (workdir / "metrics.jsonl").open("a")
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+        if progress_bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True)
+
+    def write(self, step: int, metrics: dict[str, float], *, advance: int = 0) -> None:
+        """Records `metrics` at `step`; `advance` moves the progress bar by that many steps."""
+        if not self.enabled:
+            return
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+            self._jsonl.flush()
+        if self._tensorboard is not None:
+            for name, value in metrics.items():
+                self._tensorboard.add_scalar(name, value, step)
+        if self._bar is not None:
+            self._bar.update(advance)
+            shown = {
+                k: metrics[k] for k in ("loss", "eval_loss", "lr", "tokens_per_s", "mfu") if k in metrics
+            }
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+        elif advance:
+            print(f"step {step}: " + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()), flush=True)
+
+    def close(self) -> None:
+        for sink in (self._jsonl, self._tensorboard, self._bar):
+            if sink is not None:
+                sink.close()
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl, in order."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def memory_estimate(
+    config: Any,
+    *,
+    param_dtype: str,
+    compute_dtype: str,
+    remat: str,
+    micro_batch_per_device: int,
+    seq_len: int,
+    shards: int,
+    tensor: int,
+) -> dict[str, float]:
+    """Rough per-device bytes of a training step: parameters, gradients, AdamW state, activations.
+
+    config: a ModelConfig. Parameters, gradients (fp32 accumulators) and the two AdamW moments (fp32)
+    are split over `shards` = fsdp * tensor devices. Activations are what the backward pass keeps for
+    one micro-batch on one device (b = micro_batch_per_device rows of `seq_len`):
+      full remat: each layer's input, b*s*d per layer, plus one layer recomputed at a time;
+      save_dots:  every matmul output (q, k, v, o, gate, up, down) per layer;
+      none:       everything, including the [b, heads, s, s] attention probabilities of XLA attention;
+    plus the loss's fp32 hidden states and one vocabulary chunk. An estimate, not a measurement: the
+    compiled step's `memory_analysis()` (printed by the bench) is the number to trust.
+    """
+    param_bytes = 2 if param_dtype == "bfloat16" else 4
+    act_bytes = 2 if compute_dtype == "bfloat16" else 4
+    n = config.num_params()
+    b, s, d, f = micro_batch_per_device, seq_len, config.hidden_size, config.intermediate_size
+    h, k, dh, layers = (
+        config.num_heads // tensor or 1,
+        config.num_kv_heads,
+        config.head_dim,
+        config.num_layers,
+    )
+    f_local = f // tensor or 1
+    matmul_outputs = b * s * (2 * h * dh + 2 * k * dh + d + 2 * f_local + d) * act_bytes
+    attention_probs = b * h * s * s * 4
+    one_layer = matmul_outputs + attention_probs + 4 * b * s * d * act_bytes
+    if remat == "full":
+        activations = layers * b * s * d * act_bytes + one_layer
+    elif remat in ("save_dots", "save_dots_no_batch"):
+        activations = layers * (matmul_outputs + b * s * d * act_bytes) + one_layer
+    else:
+        activations = layers * one_layer
+    activations += b * s * d * 4 + 3 * b * s * min(16384, config.vocab_size) * 4
+    return {
+        "parameters": n * param_bytes / shards,
+        "gradients": n * 4 / shards,
+        "optimizer": 2 * n * 4 / shards,
+        "activations": float(activations),
+        "total": n * (param_bytes + 12) / shards + activations,
+    }

@@ -1,0 +1,241 @@
+"""The train and eval steps: masked, token-weighted cross-entropy, computed in vocabulary chunks.
+
+The loss of a step is the sum of the per-token negative log-likelihoods over every target token of
+the global batch, divided once by the number of target tokens. With gradient accumulation the
+micro-batches are summed first and normalised at the end, so k micro-batches of B/k give the same
+update as one batch of B even when they hold different numbers of target tokens
+(x1/n1 + x2/n2 is not (x1 + x2)/(n1 + n2)).
+
+The logits are never materialised as one [batch, seq, vocab] array: `chunked_token_nll` streams the
+vocabulary in chunks with an online log-sum-exp, and its custom VJP recomputes each chunk's logits in
+the backward pass, so only the hidden states and one chunk at a time are live.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+Batch = dict[str, jax.Array]
+
+
+def _chunk_bounds(vocab: int, chunk: int, index: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Start column of chunk `index` and the first column it owns.
+
+    The last chunk is shifted left to stay inside the vocabulary (no padded copy of the kernel); the
+    columns it shares with the previous chunk are masked out so each column is counted once.
+    """
+    owned_from = index * chunk
+    return jnp.minimum(owned_from, vocab - chunk), owned_from
+
+
+def _chunk_logits(hidden: jax.Array, kernel: jax.Array, start: jax.Array, chunk: int) -> jax.Array:
+    """fp32 logits [batch, seq, chunk] of vocabulary columns start..start+chunk."""
+    columns = jax.lax.dynamic_slice_in_dim(kernel, start, chunk, axis=1).astype(hidden.dtype)
+    return jnp.einsum("bsd,dc->bsc", hidden, columns, preferred_element_type=jnp.float32)
+
+
+def _forward(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, chunk: int):
+    vocab = kernel.shape[1]
+    num_chunks = -(-vocab // chunk)
+    batch_shape = targets.shape
+
+    def body(carry, index):
+        running_max, running_sum, target_logit = carry
+        start, owned_from = _chunk_bounds(vocab, chunk, index)
+        column = start + jnp.arange(chunk)
+        logits = _chunk_logits(hidden, kernel, start, chunk)
+        logits = jnp.where(column >= owned_from, logits, -jnp.inf)
+        new_max = jnp.maximum(running_max, logits.max(axis=-1))
+        running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.exp(logits - new_max[..., None]).sum(
+            axis=-1
+        )
+        hit = (column == targets[..., None]) & (column >= owned_from)
+        target_logit = target_logit + jnp.where(hit, logits, 0.0).sum(axis=-1)
+        return (new_max, running_sum, target_logit), None
+
+    init = (
+        jnp.full(batch_shape, -jnp.inf, jnp.float32),
+        jnp.zeros(batch_shape, jnp.float32),
+        jnp.zeros(batch_shape, jnp.float32),
+    )
+    (running_max, running_sum, target_logit), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
+    log_normaliser = running_max + jnp.log(running_sum)
+    return log_normaliser - target_logit, log_normaliser
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def chunked_token_nll(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, chunk: int) -> jax.Array:
+    """Per-token negative log-likelihood [batch, seq] (fp32) of `targets` under `hidden @ kernel`.
+
+    hidden: [batch, seq, hidden] in the compute dtype; kernel: [hidden, vocab] (cast to hidden's dtype
+    per chunk); targets: int [batch, seq]; chunk: vocabulary columns per chunk (<= vocab).
+    """
+    nll, _ = _forward(hidden, kernel, targets, chunk)
+    return nll
+
+
+def _nll_fwd(hidden, kernel, targets, chunk):
+    nll, log_normaliser = _forward(hidden, kernel, targets, chunk)
+    return nll, (hidden, kernel, targets, log_normaliser)
+
+
+def _nll_bwd(chunk, residuals, cotangent):
+    """d nll / d logits = softmax - onehot, one chunk at a time: logits are recomputed, never stored."""
+    hidden, kernel, targets, log_normaliser = residuals
+    vocab = kernel.shape[1]
+    num_chunks = -(-vocab // chunk)
+
+    def body(carry, index):
+        d_hidden, d_kernel = carry
+        start, owned_from = _chunk_bounds(vocab, chunk, index)
+        column = start + jnp.arange(chunk)
+        owned = column >= owned_from
+        logits = _chunk_logits(hidden, kernel, start, chunk)
+        probs = jnp.where(owned, jnp.exp(logits - log_normaliser[..., None]), 0.0)
+        onehot = (column == targets[..., None]) & owned
+        d_logits = (probs - onehot) * cotangent[..., None]
+        columns = jax.lax.dynamic_slice_in_dim(kernel, start, chunk, axis=1)
+        d_hidden = d_hidden + jnp.einsum(
+            "bsc,dc->bsd", d_logits, columns.astype(jnp.float32), preferred_element_type=jnp.float32
+        )
+        d_columns = jnp.einsum(
+            "bsd,bsc->dc", hidden.astype(jnp.float32), d_logits, preferred_element_type=jnp.float32
+        )
+        current = jax.lax.dynamic_slice_in_dim(d_kernel, start, chunk, axis=1)
+        d_kernel = jax.lax.dynamic_update_slice_in_dim(d_kernel, current + d_columns, start, axis=1)
+        return (d_hidden, d_kernel), None
+
+    init = (jnp.zeros(hidden.shape, jnp.float32), jnp.zeros(kernel.shape, jnp.float32))
+    (d_hidden, d_kernel), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
+    return d_hidden.astype(hidden.dtype), d_kernel.astype(kernel.dtype), None
+
+
+chunked_token_nll.defvjp(_nll_fwd, _nll_bwd)
+
+
+def next_token_targets(batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """(targets, weights), both [batch, seq]: position t predicts token t+1.
+
+    `loss_mask[t]` marks token t as a target (the pipeline's convention), so the weight of position t
+    is `loss_mask[t+1]`, and zero where t+1 starts another packed segment or lies past the end.
+    """
+    input_ids, loss_mask, segment_ids = batch["input_ids"], batch["loss_mask"], batch["segment_ids"]
+    targets = jnp.pad(input_ids[:, 1:], ((0, 0), (0, 1)))
+    same_segment = (segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, 1:] > 0)
+    weights = jnp.pad((loss_mask[:, 1:] > 0) & same_segment, ((0, 0), (0, 1)))
+    return targets, weights.astype(jnp.float32)
+
+
+def summed_loss(model: nnx.Module, batch: Batch, vocab_chunk: int) -> tuple[jax.Array, jax.Array]:
+    """(sum of masked target-token NLLs, number of target tokens) for one (micro-)batch, both fp32 scalars."""
+    hidden = model.hidden_states(
+        batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"]
+    )
+    kernel = model.unembed_kernel()
+    targets, weights = next_token_targets(batch)
+    nll = chunked_token_nll(hidden, kernel, targets, min(vocab_chunk, kernel.shape[1]))
+    return (nll * weights).sum(), weights.sum()
+
+
+def split_micro_batches(batch: Batch, accumulation_steps: int) -> Batch:
+    """[batch, seq] -> [accumulation_steps, batch / accumulation_steps, seq].
+
+    Micro-batch j takes rows j, j+k, j+2k, ...: with the batch sharded in contiguous row blocks over
+    the devices, every micro-batch is then spread over all devices instead of living on a few.
+    """
+
+    def split(x: jax.Array) -> jax.Array:
+        rows = x.shape[0] // accumulation_steps
+        return x.reshape(rows, accumulation_steps, *x.shape[1:]).swapaxes(0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def loss_and_grads(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    rest: nnx.State,
+    batch: Batch,
+    *,
+    accumulation_steps: int,
+    vocab_chunk: int,
+) -> tuple[jax.Array, jax.Array, nnx.State]:
+    """(summed loss, target tokens, summed gradients) over the micro-batches of `batch`, not yet normalised.
+
+    Summing, not averaging, per micro-batch is what makes the one final division token-weighted.
+    """
+
+    def micro_loss(p: nnx.State, micro: Batch) -> tuple[jax.Array, jax.Array]:
+        return summed_loss(nnx.merge(graphdef, p, rest), micro, vocab_chunk)
+
+    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+    if accumulation_steps == 1:
+        (loss_sum, tokens), grads = grad_fn(params, batch)
+        return loss_sum, tokens, grads
+
+    def accumulate(carry, micro: Batch):
+        loss_sum, tokens, grads = carry
+        (micro_loss_sum, micro_tokens), micro_grads = grad_fn(params, micro)
+        grads = jax.tree.map(jnp.add, grads, micro_grads)
+        return (loss_sum + micro_loss_sum, tokens + micro_tokens, grads), None
+
+    zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zero_grads)
+    (loss_sum, tokens, grads), _ = jax.lax.scan(
+        accumulate, init, split_micro_batches(batch, accumulation_steps)
+    )
+    return loss_sum, tokens, grads
+
+
+def train_step(
+    params: nnx.State,
+    opt_state: optax.OptState,
+    batch: Batch,
+    *,
+    graphdef: nnx.GraphDef,
+    rest: nnx.State,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    accumulation_steps: int,
+    vocab_chunk: int,
+) -> tuple[nnx.State, optax.OptState, dict[str, jax.Array]]:
+    """One optimizer update on a global batch; metrics: loss, target_tokens, grad_norm, lr.
+
+    A batch with no target tokens leaves the gradients zero (the division is guarded), so an all-prompt
+    batch is harmless. Gradients are cast to the parameters' dtype (fp32 master weights) before AdamW.
+    """
+    loss_sum, tokens, grads = loss_and_grads(
+        graphdef, params, rest, batch, accumulation_steps=accumulation_steps, vocab_chunk=vocab_chunk
+    )
+    denominator = jnp.maximum(tokens, 1.0)
+    grads = jax.tree.map(lambda g, p: (g / denominator).astype(p.dtype), grads, params)
+    grad_norm = optax.global_norm(grads)
+    lr = schedule(update_count(opt_state))
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    metrics = {"loss": loss_sum / denominator, "target_tokens": tokens, "grad_norm": grad_norm, "lr": lr}
+    return params, opt_state, metrics
+
+
+def eval_step(
+    params: nnx.State, batch: Batch, *, graphdef: nnx.GraphDef, rest: nnx.State, vocab_chunk: int
+) -> dict[str, jax.Array]:
+    """Summed held-out NLL and target tokens of one batch (the caller divides after summing batches)."""
+    loss_sum, tokens = summed_loss(nnx.merge(graphdef, params, rest), batch, vocab_chunk)
+    return {"loss_sum": loss_sum, "target_tokens": tokens}
+
+
+def model_parts(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """(graphdef, trainable nnx.Param state, everything else): the step's functional view of a model."""
+    return nnx.split(model, nnx.Param, ...)
+
+
+def update_count(opt_state: Any) -> jax.Array:
+    """The optimizer's update counter (0 before the first update); Adam's and the schedule's agree."""
+    return optax.tree_utils.tree_get_all_with_path(opt_state, "count")[0][1]

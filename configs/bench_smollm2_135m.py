@@ -1,0 +1,34 @@
+"""Bench shape: SmolLM2-135M (random weights), fp32 on CPU, 4 x 512 tokens, AdamW.
+
+The architecture is SmolLM2-135M-Instruct's config.json (HuggingFaceTB; a Llama: 30 layers, hidden
+576, 9 heads of 64, 3 KV heads, vocabulary 49152, tied embeddings). Used by
+`python -m cft_jax.bench train --config configs/bench_smollm2_135m.py`; not a training recipe.
+"""
+
+
+def get_config() -> dict:
+    return {
+        "model": {
+            "init_config": {
+                "model_type": "llama",
+                "vocab_size": 49152,
+                "hidden_size": 576,
+                "intermediate_size": 1536,
+                "num_hidden_layers": 30,
+                "num_attention_heads": 9,
+                "num_key_value_heads": 3,
+                "head_dim": 64,
+                "rms_norm_eps": 1e-5,
+                "rope_theta": 100000.0,
+                "tie_word_embeddings": True,
+                "max_position_embeddings": 8192,
+            },
+            "param_dtype": "float32",
+            "compute_dtype": "float32",
+            "remat": "none",
+        },
+        "data": {"seq_len": 512, "train_paths": ("unused-by-the-bench",), "epochs": 1},
+        "optimizer": {"lr": 1e-5, "weight_decay": 0.0, "clip_norm": 1.0},
+        "training": {"global_batch": 4, "accumulation_steps": 1, "vocab_chunk": 16384},
+        "mesh": {"data": 1, "fsdp": -1, "tensor": 1},
+    }

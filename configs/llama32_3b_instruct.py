@@ -1,0 +1,25 @@
+"""One-shot CFT on Llama-3.2-3B-Instruct, with Llama 3's own chat template.
+
+Sources (docs/recipe.md section 4; One-Shot CFT, 2025, and the TIGER-AI-Lab/One-Shot-CFT script):
+the one-shot recipe of configs/oneshot_qwen_math_7b.py (batch 512, lr 5e-6, cosine, warm-up 0.05,
+beta2 0.95, weight decay 0.05, 4096 tokens with over-length dropped, 50 epochs, an HF export every
+10 updates), but "Llama-3.2-3B-Instruct uses its own template": the tokenizer's chat template.
+Reported: average of 6 math benchmarks 17.5 -> 21.7.
+"""
+
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location(
+    "oneshot_7b", Path(__file__).with_name("oneshot_qwen_math_7b.py")
+)
+_base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_base)
+
+
+def get_config() -> dict:
+    config = _base.get_config()
+    config["model"]["hf_path"] = "checkpoints/Llama-3.2-3B-Instruct"
+    config["data"].update(template="tokenizer", tokenizer="llama3")
+    config["training"].update(workdir="runs/oneshot_llama32_3b", accumulation_steps=4)
+    return config

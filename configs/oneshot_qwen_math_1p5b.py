@@ -1,0 +1,23 @@
+"""One-shot CFT on Qwen2.5-Math-1.5B: the 7B one-shot recipe (oneshot_qwen_math_7b.py) at 1.5B.
+
+Sources: as configs/oneshot_qwen_math_7b.py (docs/recipe.md section 4; One-Shot CFT, 2025, and the
+TIGER-AI-Lab/One-Shot-CFT script): batch 512, lr 5e-6, cosine, warm-up 0.05, beta2 0.95, weight
+decay 0.05, 4096 tokens with over-length dropped, 50 epochs, an HF export every 10 updates.
+Reported: average of 6 math benchmarks 21.1 -> 32.8.
+"""
+
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location(
+    "oneshot_7b", Path(__file__).with_name("oneshot_qwen_math_7b.py")
+)
+_base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_base)
+
+
+def get_config() -> dict:
+    config = _base.get_config()
+    config["model"]["hf_path"] = "checkpoints/Qwen2.5-Math-1.5B"
+    config["training"].update(workdir="runs/oneshot_qwen_math_1p5b", accumulation_steps=4)
+    return config

@@ -1,0 +1,59 @@
+"""CFT on Qwen2.5-Math-7B with WebInstruct-CFT-50K, the CFT paper's main recipe, on a TPU v5p-32.
+
+Sources (docs/recipe.md section 4, from Wang, Yue, Chen 2025, "Critique Fine-Tuning", and the
+TIGER-AI-Lab/CritiqueFineTuning training scripts):
+- full fine-tune in bf16; global batch 512 sequences; lr 5e-6, cosine, warm-up ratio 0.1; 1 epoch
+  (about 98 updates on 50K); AdamW beta2 0.999, weight decay 0, clip 1.0;
+- 2048 tokens, prompt and target truncated proportionally, no packing;
+- ChatML with the system prompt "You are a helpful assistant." for every base model;
+- checkpoints every 2 steps, the best chosen on MATH-500: here every 2nd update is exported to HF
+  (each export is ~15 GB in bf16) and every 10th is a resumable checkpoint.
+Mesh: a v5p-32 slice (16 chips, 95 GiB each), FSDP over all chips; 4 micro-batches of 128 keep the
+activations of the full-remat backward at a few GiB per chip (`--dry_run` prints the estimate).
+Put the HF checkpoint and the data where the paths below say, or override them.
+"""
+
+
+def get_config() -> dict:
+    return {
+        "model": {
+            "hf_path": "checkpoints/Qwen2.5-Math-7B",
+            "param_dtype": "float32",  # fp32 master weights; bf16 compute
+            "compute_dtype": "bfloat16",
+            "remat": "full",
+            "attention_impl": "xla",
+        },
+        "data": {
+            "train_paths": ("data/WebInstruct-CFT-50K.json",),
+            "format": "alpaca",
+            "objective": "cft",
+            "template": "chatml",
+            "system_prompt": "You are a helpful assistant.",
+            "tokenizer": "qwen2.5",
+            "seq_len": 2048,
+            "length_policy": "truncate",
+            "packing": False,
+            "epochs": 1,
+            "num_workers": 4,
+        },
+        "optimizer": {
+            "lr": 5e-6,
+            "b1": 0.9,
+            "b2": 0.999,
+            "weight_decay": 0.0,
+            "clip_norm": 1.0,
+            "schedule": "cosine",
+            "warmup_ratio": 0.1,
+        },
+        "training": {
+            "workdir": "runs/qwen7b_cft",
+            "global_batch": 512,
+            "accumulation_steps": 4,
+            "seed": 42,
+            "vocab_chunk": 16384,
+        },
+        "mesh": {"data": 1, "fsdp": -1, "tensor": 1},
+        "checkpoint": {"every_steps": 10, "keep": 2},
+        "export": {"every_steps": 2, "at_end": True, "dtype": "bfloat16"},
+        "logging": {"every_steps": 1},
+    }

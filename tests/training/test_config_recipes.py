@@ -1,0 +1,163 @@
+"""Every shipped config loads, validates and plans (`--dry_run`); bad values fail naming their key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cft_jax.config import ConfigError, build_config, load_config
+from cft_jax.train import dry_run_report, main
+from tests.training.conftest import TINY
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+# The public config.json values of each recipe's base model (only what the decoder reads).
+QWEN_MATH_7B = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "max_position_embeddings": 4096,
+    "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+    "hidden_act": "silu",
+}
+ARCHITECTURES = {
+    "qwen7b_v5p": QWEN_MATH_7B,
+    "oneshot_qwen_math_7b": QWEN_MATH_7B,
+    "oneshot_qwen_math_1p5b": {
+        **QWEN_MATH_7B,
+        "hidden_size": 1536,
+        "intermediate_size": 8960,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 2,
+        "vocab_size": 151936,
+        "tie_word_embeddings": True,
+    },
+    "deepseek_math_7b": {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "vocab_size": 102400,
+        "max_position_embeddings": 4096,
+        "rope_theta": 10000.0,
+        "rms_norm_eps": 1e-6,
+        "hidden_act": "silu",
+    },
+    "llama32_3b_instruct": {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 3072,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 24,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "factor": 32.0,
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192,
+            "rope_type": "llama3",
+        },
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": True,
+        "hidden_act": "silu",
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_recipe_config_loads_validates_and_plans(name, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(ARCHITECTURES[name]))
+    config = load_config(CONFIGS / f"{name}.py", [f"--config.model.hf_path={tmp_path}"], num_devices=16)
+    assert config.training.global_batch == 512 and config.optimizer.lr == 5e-6
+    report = dry_run_report(config, num_devices=16)
+    assert "per-device memory estimate" in report and "tokens per step: " in report
+
+
+@pytest.mark.parametrize("name", ["cpu_demo", "bench_smollm2_135m", "bench_qwen15b_gpu"])
+def test_random_init_config_loads_validates_and_plans(name):
+    config = load_config(CONFIGS / f"{name}.py", num_devices=4)
+    assert "per-device memory estimate" in dry_run_report(config, num_devices=4)
+
+
+def test_the_paper_recipe_is_what_the_paper_says(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(QWEN_MATH_7B))
+    c = load_config(CONFIGS / "qwen7b_v5p.py", [f"--config.model.hf_path={tmp_path}"], num_devices=16)
+    assert (c.optimizer.schedule, c.optimizer.warmup_ratio, c.optimizer.b2, c.optimizer.weight_decay) == (
+        "cosine",
+        0.1,
+        0.999,
+        0.0,
+    )
+    assert (c.data.seq_len, c.data.epochs, c.data.template, c.data.system_prompt, c.data.packing) == (
+        2048,
+        1,
+        "chatml",
+        "You are a helpful assistant.",
+        False,
+    )
+
+
+def test_cpu_demo_dry_run_prints_the_plan(capsys):
+    main(["--config", str(CONFIGS / "cpu_demo.py"), "--dry_run"])
+    out = capsys.readouterr().out
+    assert "mesh: data=1" in out and "steps: 40" in out
+
+
+def test_command_line_overrides_are_typed():
+    config = build_config(
+        {"model": {"init_config": TINY}, "data": {"epochs": None}, "training": {"max_steps": 3}},
+        [
+            "--config.optimizer.lr=2e-6",
+            "--config.checkpoint.async_save=false",
+            "--config.data.train_paths=('a',)",
+        ],
+    )
+    assert config.optimizer.lr == 2e-6 and config.checkpoint.async_save is False
+    assert config.data.train_paths == ("a",)
+
+
+@pytest.mark.parametrize(
+    ("values", "overrides", "named"),
+    [
+        ({"optimizer": {"lrr": 1e-5}}, [], "optimizer.lrr: unknown config key; did you mean 'optimizer.lr'?"),
+        ({"trainig": {"seed": 1}}, [], "trainig: unknown config key; did you mean 'training'?"),
+        ({}, ["--config.training.global_batch=8.5"], "training.global_batch='8.5': must be int"),
+        ({}, ["--config.optimizer.lr=fast"], "optimizer.lr='fast': cannot read 'fast' as a float"),
+        ({"model": {"remat": "some"}}, [], "model.remat='some': must be one of"),
+        ({"optimizer": {"warmup_ratio": 1.5}}, [], "optimizer.warmup_ratio=1.5: must be in [0, 1]"),
+        ({"training": {"accumulation_steps": 3}}, [], "training.accumulation_steps=3: must divide"),
+        ({"training": {"global_batch": 12}}, [], "training.global_batch=12: each micro-batch (12 sequences)"),
+        ({"mesh": {"data": -1, "fsdp": -1}}, [], "each axis is >= 1, with at most one -1"),
+        ({}, ["--config.training.seed"], "write --config.KEY=VALUE"),
+    ],
+)
+def test_a_bad_value_fails_at_load_naming_its_key(values, overrides, named):
+    values = {**values, "model": {"init_config": TINY, **values.get("model", {})}}
+    with pytest.raises(ConfigError) as error:
+        build_config(values, overrides, num_devices=8)
+    assert named in str(error.value)
+
+
+def test_every_bad_key_is_reported_at_once():
+    with pytest.raises(ConfigError) as error:
+        build_config({"model": {"init_config": TINY, "hf_pth": "x"}, "optimizer": {"b2": 1.0, "lr": -1.0}})
+    message = str(error.value)
+    assert "3 bad config value(s)" in message
+    assert all(key in message for key in ("model.hf_pth", "optimizer.b2", "optimizer.lr"))

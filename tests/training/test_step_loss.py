@@ -1,0 +1,76 @@
+"""The masked, vocabulary-chunked cross-entropy: exact values and gradients, and what gets gradient."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from cft_jax.training.step import chunked_token_nll, next_token_targets, summed_loss
+from tests.training.conftest import cft_batch, tiny_model
+
+
+@pytest.mark.parametrize("chunk", [7, 96])  # 96 = 13 chunks of 7 + an overlapping last one; or one chunk
+def test_chunked_nll_matches_dense_cross_entropy_in_value_and_gradient(chunk):
+    rng = np.random.default_rng(0)
+    hidden = jnp.asarray(rng.standard_normal((2, 6, 16)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((16, 96)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 96, (2, 6)))
+    weights = jnp.asarray(rng.uniform(size=(2, 6)), jnp.float32)
+
+    def dense(h, k):
+        return (optax.softmax_cross_entropy_with_integer_labels(h @ k, targets) * weights).sum()
+
+    def chunked(h, k):
+        return (chunked_token_nll(h, k, targets, chunk) * weights).sum()
+
+    np.testing.assert_allclose(jax.jit(chunked)(hidden, kernel), dense(hidden, kernel), rtol=1e-5)
+    ours_grads = jax.jit(jax.grad(chunked, (0, 1)))(hidden, kernel)
+    for ours, reference in zip(ours_grads, jax.grad(dense, (0, 1))(hidden, kernel), strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_prompt_tokens_get_no_gradient_and_the_final_critique_token_does(tiny_config):
+    model = tiny_model(tiny_config)
+    batch = {k: jnp.asarray(v) for k, v in cft_batch(1, 24, tiny_config.vocab_size).items()}
+    prompt_len, end = 3, 24
+    hidden = nnx.jit(lambda m, b: m.hidden_states(b["input_ids"], b["positions"], b["segment_ids"]))(
+        model, batch
+    )
+    targets, weights = next_token_targets(batch)
+    kernel = model.unembed_kernel()
+
+    def loss(h):
+        return (chunked_token_nll(h, kernel, targets, 32) * weights).sum()
+
+    # Position t's hidden state predicts token t+1, and nothing after the unembedding mixes positions,
+    # so its gradient row is exactly the gradient reaching the prediction of token t+1.
+    per_position = np.abs(np.asarray(jax.jit(jax.grad(loss))(hidden))[0]).sum(axis=-1)
+    predicts_prompt = per_position[: prompt_len - 1]
+    assert np.all(predicts_prompt == 0), predicts_prompt
+    assert per_position[end - 2] > 0, "the critique's final token must be trained"
+    assert per_position[end - 1] == 0, "the last position predicts nothing"
+    assert np.all(per_position[prompt_len - 1 : end - 1] > 0)
+
+
+def test_a_packed_row_never_predicts_across_a_segment_boundary():
+    batch = {
+        "input_ids": jnp.array([[5, 6, 7, 8, 9, 0]]),
+        "loss_mask": jnp.array([[0, 1, 1, 0, 1, 0]]),
+        "segment_ids": jnp.array([[1, 1, 1, 2, 2, 0]]),
+        "positions": jnp.array([[0, 1, 2, 0, 1, 0]]),
+    }
+    targets, weights = next_token_targets(batch)
+    np.testing.assert_array_equal(targets, [[6, 7, 8, 9, 0, 0]])
+    np.testing.assert_array_equal(weights, [[1, 1, 0, 1, 0, 0]])
+
+
+def test_summed_loss_counts_only_target_tokens(tiny_config):
+    model = tiny_model(tiny_config)
+    batch = {k: jnp.asarray(v) for k, v in cft_batch(3, 16, tiny_config.vocab_size).items()}
+    _, tokens = nnx.jit(summed_loss, static_argnums=2)(model, batch, 32)
+    expected = sum(int(m[1:].sum()) for m in np.asarray(batch["loss_mask"]))
+    assert tokens == expected
