@@ -1,0 +1,100 @@
+"""The demo's CFT dataset: the shipped RealCritic critiques split by question into train / validation / test.
+
+Each question goes to exactly one split, so no test critique shares a question with a training one.
+Questions are ordered by a content hash (`stable_id`), which makes the split deterministic and
+independent of file order; the first `test_fraction` of them are the test split, the next
+`validation_fraction` the validation split, the rest train.
+
+The critique file labels only its "onwrong" half (`is_correct=False`); its "halfhalf" half is
+unlabelled there, but those are exactly RealCritic's `mix_math` solutions, which the shipped
+`realcritic_solutions` file labels. Copying those labels onto the critique records gives test
+solutions of both classes, without which verdict accuracy would reward a model that always says
+"wrong".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+from pathlib import Path
+
+from cft_jax.data import asset_path
+from cft_jax.schema import CritiqueRecord, from_dict, stable_id, to_json
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitReport:
+    """Questions and critique records per split (the files are `<dir>/<split>.jsonl`)."""
+
+    questions: dict[str, int]
+    records: dict[str, int]
+    labelled_from_solutions: int
+
+
+def _read_gz(path: Path) -> list[dict]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_critiques() -> list[CritiqueRecord]:
+    """The shipped critiques, with `is_correct` filled in from the labelled solution file where it matches."""
+    labels = {
+        (s["question"], s["solution"].strip()): s["is_correct"]
+        for s in _read_gz(asset_path("realcritic_solutions"))
+    }
+    records = []
+    for line, obj in enumerate(_read_gz(asset_path("realcritic_critiques")), start=1):
+        record = from_dict(CritiqueRecord, obj, where=f"realcritic_critiques:{line}")
+        if record.is_correct is None:
+            record.is_correct = labels.get((record.question, record.solution.strip()))
+        records.append(record)
+    return records
+
+
+def split_by_question(
+    records: list[CritiqueRecord], *, validation_fraction: float, test_fraction: float
+) -> dict[str, list[CritiqueRecord]]:
+    """{split: records}; every question's records land in one split."""
+    questions = sorted({r.question for r in records}, key=lambda q: stable_id("demo-split", q))
+    n_test = max(1, round(len(questions) * test_fraction))
+    n_validation = max(1, round(len(questions) * validation_fraction))
+    split_of = {}
+    for index, question in enumerate(questions):
+        if index < n_test:
+            split_of[question] = "test"
+        elif index < n_test + n_validation:
+            split_of[question] = "validation"
+        else:
+            split_of[question] = "train"
+    out: dict[str, list[CritiqueRecord]] = {name: [] for name in SPLITS}
+    for record in records:
+        out[split_of[record.question]].append(record)
+    return out
+
+
+def write_splits(
+    out_dir: Path, *, validation_fraction: float = 0.1, test_fraction: float = 0.1
+) -> SplitReport:
+    """Writes `train.jsonl`, `validation.jsonl`, `test.jsonl` (native CritiqueRecords) under `out_dir`."""
+    records = load_critiques()
+    splits = split_by_question(records, validation_fraction=validation_fraction, test_fraction=test_fraction)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, split in splits.items():
+        tmp = out_dir / f"{name}.jsonl.tmp"
+        tmp.write_text("".join(to_json(r) + "\n" for r in split), encoding="utf-8")
+        tmp.rename(out_dir / f"{name}.jsonl")
+    shipped_labels = {
+        r["id"] for r in _read_gz(asset_path("realcritic_critiques")) if r["is_correct"] is not None
+    }
+    return SplitReport(
+        questions={name: len({r.question for r in split}) for name, split in splits.items()},
+        records={name: len(split) for name, split in splits.items()},
+        labelled_from_solutions=sum(r.is_correct is not None and r.id not in shipped_labels for r in records),
+    )
+
+
+def split_paths(data_dir: Path) -> dict[str, Path]:
+    return {name: data_dir / f"{name}.jsonl" for name in SPLITS}

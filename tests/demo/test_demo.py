@@ -1,0 +1,45 @@
+"""A shortened demo end to end: real SmolLM2, real critiques, a few training steps on CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cft_jax.demo.run import main
+
+
+@pytest.mark.slow
+def test_short_demo_lowers_heldout_loss_and_exports(tmp_path, smollm2_hf_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "demo"
+    main(
+        [
+            "--out", str(out),
+            "--cache", str(tmp_path / "cache"),
+            "--model-dir", str(smollm2_hf_dir),
+            "--steps", "4",
+            "--eval-every", "2",
+            "--test-examples", "4",
+            "--verdict-examples", "2",
+            "--max-new-tokens", "8",
+            "--batch-size", "2",
+        ]
+    )  # fmt: skip
+    measurements = json.loads((out / "measurements.json").read_text())
+    before, after = measurements["before"], measurements["after"]
+    assert after["loss"] < before["loss"]
+    assert before["verdicts"] == after["verdicts"] == 2
+
+    report = (out / "report.md").read_text()
+    assert "| held-out critique loss" in report
+    assert (out / "loss_curves.png").read_bytes().startswith(b"\x89PNG")
+    metrics = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3, 4]
+    assert any((out / "train" / "tensorboard").iterdir())
+
+    from transformers import AutoModelForCausalLM
+
+    export = out / "train" / "hf" / "step_4"
+    model = AutoModelForCausalLM.from_pretrained(export)
+    assert model.config.num_hidden_layers == 30
