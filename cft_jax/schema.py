@@ -193,7 +193,8 @@ class JsonlAppender:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._repair_torn_tail()
-        self._f = open(self.path, "ab")
+        # Held open across writes (closed by close() / __exit__), so not a with-block.
+        self._f = open(self.path, "ab")  # noqa: SIM115
 
     def _repair_torn_tail(self) -> None:
         if not self.path.exists() or self.path.stat().st_size == 0:

@@ -69,6 +69,8 @@ def test_appender_repairs_a_torn_tail_and_done_ids_skips_it(tmp_path):
 
 
 def test_schema_imports_only_the_standard_library():
-    code = "import sys, cft_jax.schema; bad = {'jax', 'torch', 'numpy'} & set(sys.modules); print(sorted(bad))"
+    code = (
+        "import sys, cft_jax.schema; bad = {'jax', 'torch', 'numpy'} & set(sys.modules); print(sorted(bad))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
