@@ -10,7 +10,7 @@
 
 Reading restores only the "model" item, against an abstract target built from `hf/config.json` (structure
 and shapes) and the checkpoint's own metadata (dtypes), so a training checkpoint that also holds an
-optimizer state exports the same way as a weights-only one.
+optimizer state exports the same way as a weights-only one. CKPT_DIR may be a `gs://` URI (`etils.epath`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
-from cft_jax.models.config import ModelConfig
+from cft_jax.models.config import ConfigError, ModelConfig
 from cft_jax.models.hf import copy_tokenizer, param_leaves
 from cft_jax.models.transformer import Decoder
 from cft_jax.training.mesh import model_shardings
@@ -37,16 +38,22 @@ class OrbaxCheckpointError(ValueError):
     """A checkpoint directory that does not have the layout above; the message says what is missing."""
 
 
+def as_path(path: str | Path | epath.Path) -> epath.Path:
+    """An `epath.Path`, made absolute when it is local (`gs://...` URIs are already absolute)."""
+    path = epath.Path(path)
+    return path if "://" in str(path) else path.absolute()
+
+
 def save_model(
-    ckpt_dir: str | Path,
+    ckpt_dir: str | Path | epath.Path,
     model: Decoder,
     config: ModelConfig,
     *,
     hf_dir: str | Path | None = None,
     step: int = 0,
-) -> Path:
+) -> epath.Path:
     """Saves the model's parameters as step `step` and the HF config/tokenizer files under `hf/`."""
-    ckpt_dir = Path(ckpt_dir).absolute()
+    ckpt_dir = as_path(ckpt_dir)
     assets = ckpt_dir / HF_ASSETS
     assets.mkdir(parents=True, exist_ok=True)
     (assets / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
@@ -60,21 +67,25 @@ def save_model(
 
 
 def load_params(
-    ckpt_dir: str | Path, *, step: int | None = None, mesh: jax.sharding.Mesh | None = None
+    ckpt_dir: str | Path | epath.Path, *, step: int | None = None, mesh: jax.sharding.Mesh | None = None
 ) -> tuple[dict[str, Any], ModelConfig]:
     """The "model" item of step `step` (default: the latest) as a pure dict of arrays, and its config.
 
     Without a mesh every parameter is restored onto the first device; with one, into the sharding the
     logical-axis rules give it.
     """
-    ckpt_dir = Path(ckpt_dir).absolute()
+    ckpt_dir = as_path(ckpt_dir)
     config_path = ckpt_dir / HF_ASSETS / "config.json"
     if not config_path.is_file():
         raise OrbaxCheckpointError(
             f"{config_path}: missing; a cft_jax checkpoint keeps the model's HF config there "
             "(write checkpoints with cft_jax.convert.checkpoint.save_model or the trainer)"
         )
-    config = ModelConfig.from_hf(config_path)
+    try:
+        # Parsed here, not by from_hf's path argument, which reads local files only.
+        config = ModelConfig.from_hf(json.loads(config_path.read_text()))
+    except ConfigError as e:
+        raise ConfigError(f"{config_path}: {e}") from None
     with ocp.CheckpointManager(
         ckpt_dir, item_handlers={MODEL_ITEM: ocp.StandardCheckpointHandler()}
     ) as manager:

@@ -15,7 +15,8 @@ Record formats (`fmt`), auto-detected from the first record's keys unless given:
 
 Sources: JSONL (`.jsonl`, `.jsonl.gz`), JSON arrays (`.json`), Parquet / Arrow files and
 `save_to_disk` directories of Hugging Face `datasets`, TFDS builders (`tfds:NAME[/CONFIG][:SPLIT]`
-with `tfds_data_dir`), and ArrayRecord files whose records are JSON objects.
+with `tfds_data_dir`), and ArrayRecord files whose records are JSON objects. JSONL and JSON files may
+be `gs://` URIs (read through `etils.epath`).
 
 Bad input raises `RecordError` naming the file, the line (or record number), the field and the
 fix; with `skip_bad=True` the record goes to a rejects JSONL file instead and is counted.
@@ -30,6 +31,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from etils import epath
 
 from cft_jax.schema import CritiqueRecord, SolutionRecord, stable_id
 
@@ -105,8 +108,7 @@ class _Raw:
 
 
 def _jsonl_lines(path: str) -> Iterator[_Raw]:
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with epath.Path(path).open("rb") as raw, gzip.open(raw) if path.endswith(".gz") else raw as f:
         for number, line in enumerate(f, start=1):
             yield _decode_json(number, line, "JSONL line")
 
@@ -131,7 +133,7 @@ def _decode_json(number: int, data: bytes, what: str) -> _Raw:
 
 
 def _json_array(path: str) -> Iterator[_Raw]:
-    data = Path(path).read_bytes()
+    data = epath.Path(path).read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -232,7 +234,7 @@ def source_kind(path: str) -> str:
 
 def _raw_records(path: str, opts: ReadOptions) -> Iterator[_Raw]:
     kind = source_kind(path)
-    if kind != "tfds" and not Path(path).exists():
+    if kind != "tfds" and not epath.Path(path).exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
     if kind == "jsonl":
         return _jsonl_lines(path)

@@ -11,7 +11,8 @@ and columns of the HF tensors that one device shard holds. Export gathers one ou
 
 Safetensors files are read through their documented header plus `numpy.memmap` rather than
 `safetensors.safe_open(framework="numpy")`, because the latter cannot return bfloat16 tensors, the dtype
-most HF checkpoints are stored in. Export writes with `safetensors.numpy.save_file`.
+most HF checkpoints are stored in. Export writes with `safetensors.numpy.save_file`, through `etils.epath`:
+the output directory may be a `gs://` URI (each shard is written to a local temporary file, then streamed up).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import math
 import re
 import shutil
 import struct
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+from etils import epath
 from flax import nnx
 from safetensors.numpy import save_file
 
@@ -414,15 +417,38 @@ class PlannedTensor:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
+def _is_remote(path: epath.Path) -> bool:
+    return "://" in str(path)
+
+
+def _as_returned(path: epath.Path) -> Path | epath.Path:
+    """What the writers return: a `pathlib.Path` for a local path (as before `gs://` support)."""
+    return path if _is_remote(path) else Path(path)
+
+
+def _save_shard(arrays: dict[str, np.ndarray], target: epath.Path) -> None:
+    """One safetensors file; a remote target gets it through a local temporary file (safetensors
+    writes to a filename), copied up in blocks so the shard is never held twice in memory."""
+    metadata = {"format": "pt"}
+    if not _is_remote(target):
+        save_file(arrays, target, metadata=metadata)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / target.name
+        save_file(arrays, local, metadata=metadata)
+        with local.open("rb") as src, target.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 24)
+
+
 def write_safetensors(
-    tensors: list[PlannedTensor], out_dir: str | Path, max_shard_size: str | int
-) -> list[Path]:
+    tensors: list[PlannedTensor], out_dir: str | Path | epath.Path, max_shard_size: str | int
+) -> list[Path | epath.Path]:
     """Writes tensors as HF safetensors shards of at most `max_shard_size` bytes each (a single tensor
     larger than that gets a shard of its own), plus `model.safetensors.index.json` when there are several.
 
     Tensors are produced and held one shard at a time, so host memory stays about one shard.
     """
-    out_dir = Path(out_dir)
+    out_dir = epath.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     limit = parse_size(max_shard_size)
     shards: list[list[PlannedTensor]] = [[]]
@@ -441,12 +467,12 @@ def write_safetensors(
                 raise CheckpointError(f"tensor {t.name!r}: produced shape {array.shape}, planned {t.shape}")
             arrays[t.name] = array
             weight_map[t.name] = file
-        save_file(arrays, out_dir / file, metadata={"format": "pt"})
+        _save_shard(arrays, out_dir / file)
         del arrays
     if n > 1:
         index = {"metadata": {"total_size": sum(t.nbytes for t in tensors)}, "weight_map": weight_map}
         (out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
-    return [out_dir / f for f in files]
+    return [_as_returned(out_dir / f) for f in files]
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -456,12 +482,12 @@ def _dtype_name(dtype: Any) -> str:
 def export_hf(
     model_or_state: nnx.Module | nnx.State | Mapping[str, Any],
     config: ModelConfig,
-    out_dir: str | Path,
+    out_dir: str | Path | epath.Path,
     *,
     max_shard_size: str | int = "5GB",
-    tokenizer_dir: str | Path | None = None,
+    tokenizer_dir: str | Path | epath.Path | None = None,
     dtype: Any = None,
-) -> Path:
+) -> Path | epath.Path:
     """Writes an HF checkpoint directory transformers and vLLM load unchanged.
 
     `model_or_state` is a `Decoder`, its parameter `nnx.State`, or that state's pure dict (as restored
@@ -492,7 +518,7 @@ def export_hf(
                 planned.append(
                     PlannedTensor(name, rule.hf_shape(layer_shape), out_dtype, producer(rule, layer))
                 )
-    out_dir = Path(out_dir)
+    out_dir = epath.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*out_dir.glob("model*.safetensors"), out_dir / INDEX_FILE]:
         stale.unlink(missing_ok=True)
@@ -509,15 +535,22 @@ def export_hf(
             if k in ("bos_token_id", "eos_token_id", "pad_token_id") and v is not None
         }
         (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    return out_dir
+    return _as_returned(out_dir)
 
 
-def copy_tokenizer(src: str | Path, dst: str | Path) -> list[str]:
-    """Copies the tokenizer files (and `generation_config.json`) present in `src` to `dst`."""
-    src, dst = Path(src), Path(dst)
+def copy_tokenizer(src: str | Path | epath.Path, dst: str | Path | epath.Path) -> list[str]:
+    """Copies the tokenizer files (and `generation_config.json`) present in `src` to `dst` (either may
+    be a `gs://` URI)."""
+    src, dst = epath.Path(src), epath.Path(dst)
     copied = []
     for name in (*TOKENIZER_FILES, "generation_config.json"):
-        if (src / name).is_file() and (src / name).resolve() != (dst / name).resolve():
-            shutil.copyfile(src / name, dst / name)
+        if (src / name).is_file() and not _same_file(src / name, dst / name):
+            (dst / name).write_bytes((src / name).read_bytes())
             copied.append(name)
     return copied
+
+
+def _same_file(a: epath.Path, b: epath.Path) -> bool:
+    if _is_remote(a) or _is_remote(b):
+        return str(a) == str(b)
+    return Path(a).resolve() == Path(b).resolve()

@@ -111,10 +111,12 @@ python3 -m venv .venv && .venv/bin/pip install -q -e \".[tpu]\""
 }
 
 train_command() {
-  # The trainer's command line (python, then arguments), quoted for a remote shell.
+  # The trainer's command line (python, then arguments), quoted for a remote shell. Every worker of
+  # a slice is one process of the run: --distributed starts JAX's distributed runtime, which finds
+  # the coordinator and this worker's id in the TPU VM metadata (GCE) or TPU_WORKER_* (GKE).
   local o cmd
   need "--config" "$CONFIG" "--config configs/FILE.py"
-  cmd="$1 -m cft_jax.train --config $(quote "$CONFIG")"
+  cmd="$1 -m cft_jax.train --distributed --config $(quote "$CONFIG")"
   for o in "${OVERRIDES[@]}"; do
     cmd+=" $(quote "$o")"
   done

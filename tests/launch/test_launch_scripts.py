@@ -64,7 +64,7 @@ def test_train_runs_the_same_trainer_command_on_all_workers_with_overrides():
     )
     assert lines == [
         "+ gcloud compute tpus tpu-vm ssh cft --project proj --zone us-east5-a --worker=all --command "
-        "'cd cft_jax && .venv/bin/python -m cft_jax.train --config configs/qwen7b_v5p.py "
+        "'cd cft_jax && .venv/bin/python -m cft_jax.train --distributed --config configs/qwen7b_v5p.py "
         "--config.checkpoint.dir=gs://b/r1'"
     ]
 
@@ -84,7 +84,7 @@ def test_babysitter_creates_installs_trains_then_deletes():
     ]
     assert "--accelerator-type v5p-128" in lines[1]
     assert "git clone R cft_jax" in lines[3]
-    assert "cft_jax.train --config configs/qwen7b_v5p.py" in lines[4]
+    assert "cft_jax.train --distributed --config configs/qwen7b_v5p.py" in lines[4]
 
 
 def test_delete_removes_the_queued_resource():
@@ -113,7 +113,7 @@ def test_xpk_creates_a_workload_running_the_trainer():
         "+ xpk workload create --workload cft --cluster c1 --project proj --zone us-east5-a "
         "--tpu-type v6e-256 "
         "--num-slices 2 --docker-image gcr.io/p/cft:1 --command "
-        "'python -m cft_jax.train --config configs/qwen7b_v5p.py'"
+        "'python -m cft_jax.train --distributed --config configs/qwen7b_v5p.py'"
     ]
     assert dry_run("launch/tpu/xpk.sh", *TPU, "--cluster", "c1", "--delete") == [
         "+ xpk workload delete --workload cft --cluster c1 --project proj --zone us-east5-a"
@@ -142,7 +142,9 @@ def test_slurm_submit_asks_for_nodes_of_eight_gpus():
 def test_sbatch_script_runs_one_trainer_process_per_node():
     text = (REPO / "launch/gpu/train.sbatch").read_text()
     assert "#SBATCH --ntasks-per-node=1" in text
-    assert 'srun --kill-on-bad-exit=1 "${CFT_JAX_PYTHON:-.venv/bin/python}" -m cft_jax.train "$@"' in text
+    python = '"${CFT_JAX_PYTHON:-.venv/bin/python}"'
+    srun = f'srun --kill-on-bad-exit=1 {python} -m cft_jax.train --distributed "$@"'
+    assert srun in text
 
 
 def test_single_node_runs_the_trainer_with_gpu_memory_settings():
