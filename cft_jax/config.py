@@ -34,7 +34,9 @@ class ModelSection:
     init_config: dict = dataclasses.field(default_factory=dict)  # HF config.json keys of a random-init model.
     param_dtype: Literal["float32", "bfloat16"] = "float32"  # master weights and optimizer state
     compute_dtype: Literal["float32", "bfloat16"] = "bfloat16"  # activations and matmuls
-    remat: Literal["none", "full", "save_dots", "save_dots_no_batch"] = "full"
+    # What the backward pass keeps (cft_jax.models.transformer.REMAT_POLICIES); "offload" is "full" with
+    # each layer's input in pinned host memory instead of on the device.
+    remat: Literal["none", "full", "save_dots", "save_dots_no_batch", "offload"] = "full"
     attention_impl: str = "xla"
 
 
@@ -52,6 +54,9 @@ class OptimizerSection:
     warmup_ratio: float = 0.1  # used when warmup_steps < 0
     warmup_steps: int = -1
     min_lr_ratio: float = 0.0  # the decay ends at min_lr_ratio * lr
+    # AdamW's first moment; "param" = the parameter dtype. The second moment always stays in the parameter
+    # dtype: bf16 cannot hold its b2 = 0.999 decay (0.999 * nu rounds back to nu).
+    mu_dtype: Literal["param", "float32", "bfloat16"] = "param"
 
 
 @dataclasses.dataclass

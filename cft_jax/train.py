@@ -3,7 +3,12 @@
 Read top to bottom: config -> mesh -> model (HF weights or random init) -> data -> optimizer ->
 shardings -> one jitted train step (explicit in/out shardings, donated state) -> restore the newest
 checkpoint -> loop (metrics, held-out loss, checkpoints, HF exports) -> final checkpoint and export.
-Without `--config` it trains the small CPU demo, `configs/cpu_demo.py`.
+Without `--config` it trains the CPU demo, `configs/demo_smollm2.py` (real SmolLM2-135M on critiques).
+
+Several processes (hosts) train one model through JAX's multi-controller runtime: see
+`initialize_distributed`. Each process reads its own share of the data and saves its own data
+iterator state; process 0 writes the metrics, the run's HF assets and the JSON metadata.
+`training.workdir` and the data paths may be `gs://` URIs (everything goes through `etils.epath`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import argparse
 import functools
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -22,12 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import cft_jax
 from cft_jax.assets.tokenizers import TOKENIZERS, tokenizer_dir
 from cft_jax.config import ConfigError, TrainConfig, load_config, resolve_mesh
+from cft_jax.convert.checkpoint import as_path
 from cft_jax.data.pipeline import load_examples, make_iterator
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf, load_hf
@@ -43,7 +51,7 @@ from cft_jax.training.mesh import make_mesh, model_shardings
 from cft_jax.training.optimizer import learning_rate_schedule, make_optimizer, warmup_steps
 from cft_jax.training.step import eval_step, model_parts, train_step
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cpu_demo.py"
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_smollm2.py"
 BATCH_AXES = ("data", "fsdp")
 
 
@@ -133,10 +141,10 @@ def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
     return steps
 
 
-def tokenizer_source(config: TrainConfig) -> Path | None:
+def tokenizer_source(config: TrainConfig) -> Path | epath.Path | None:
     """Where the tokenizer files that go with exports come from: the HF checkpoint, else the data's."""
     if config.model.hf_path:
-        return Path(config.model.hf_path)
+        return epath.Path(config.model.hf_path)
     if config.data.tokenizer in TOKENIZERS:
         return tokenizer_dir(config.data.tokenizer)
     return Path(config.data.tokenizer) if Path(config.data.tokenizer).is_dir() else None
@@ -170,7 +178,7 @@ def evaluate(eval_fn, params: nnx.State, eval_iter, batch_sharding: NamedShardin
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Runs (or resumes) the training described by `config`; returns the last step's metrics."""
-    workdir = Path(config.training.workdir)
+    workdir = as_path(config.training.workdir)
     mesh = make_mesh(*resolve_mesh(config.mesh, jax.device_count()))
     batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXES, None))
 
@@ -195,7 +203,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
         min_lr_ratio=o.min_lr_ratio,
     )
     tx = make_optimizer(
-        schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay, clip_norm=o.clip_norm
+        schedule,
+        b1=o.b1,
+        b2=o.b2,
+        eps=o.eps,
+        weight_decay=o.weight_decay,
+        clip_norm=o.clip_norm,
+        mu_dtype=o.mu_dtype,
     )
 
     param_shardings = jax.tree.map(lambda x: x.sharding, params)
@@ -356,6 +370,9 @@ def dry_run_report(config: TrainConfig, num_devices: int) -> str:
         seq_len=config.data.seq_len,
         shards=fsdp * tensor,
         tensor=tensor,
+        mu_dtype=config.optimizer.mu_dtype,
+        accumulation_steps=config.training.accumulation_steps,
+        attention_impl=config.model.attention_impl,
     )
     t = config.training
     if t.max_steps:
@@ -387,7 +404,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--dry_run", action="store_true", help="print the plan and exit")
     parser.add_argument("--dry_run_devices", type=int, default=0, help="plan for this many devices")
     parser.add_argument(
-        "--distributed", action="store_true", help="jax.distributed.initialize() first (multi-host runs)"
+        "--distributed",
+        action="store_true",
+        help="jax.distributed.initialize() first; automatic where the environment says several processes run",
     )
     flags, rest = parser.parse_known_args(argv)
     unknown = [a for a in rest if not a.startswith("--config.")]
@@ -396,10 +415,40 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return flags, rest
 
 
+def launched_as_several_processes() -> bool:
+    """Whether the environment says this process is one of several training together.
+
+    JAX_COORDINATOR_ADDRESS set (a hand-launched run, with JAX_NUM_PROCESSES and JAX_PROCESS_ID);
+    an `srun` step of more than one task (SLURM_NTASKS > 1 with the SLURM_* variables JAX reads); or
+    a GKE / xpk TPU slice of several workers (TPU_WORKER_HOSTNAMES lists more than one host). Cloud
+    TPU VM slices and Open MPI need `--distributed`: detecting them means querying the GCE metadata
+    server or MPI, which a single process should not pay for.
+    """
+    env = os.environ
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        return True
+    slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID", "SLURM_LOCALID")
+    if all(v in env for v in slurm) and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return True
+    return len(env.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1
+
+
+def initialize_distributed() -> None:
+    """`jax.distributed.initialize()`, with JAX_NUM_PROCESSES / JAX_PROCESS_ID when they are set.
+
+    JAX reads JAX_COORDINATOR_ADDRESS itself but not the process count and id; whatever is still
+    unset, JAX detects from SLURM, Open MPI, the Cloud TPU VM metadata or GKE.
+    """
+    count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+    jax.distributed.initialize(
+        num_processes=int(count) if count else None, process_id=int(index) if index else None
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     flags, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    if flags.distributed:
-        jax.distributed.initialize()
+    if flags.distributed or launched_as_several_processes():
+        initialize_distributed()
     num_devices = flags.dry_run_devices or jax.device_count()
     try:
         config = load_config(flags.config, overrides, num_devices=num_devices)

@@ -9,6 +9,9 @@ N = parameters excluding the input embedding lookup) + the causal attention term
 counts it: 6 * layers * seq_len * heads * head_dim per token for QK^T and AV with the causal half
 (12 * ... / 2). Every position of the batch counts as a token (padding included: it costs the same
 FLOPs), and rematerialisation's recomputation is not counted (MFU, not hardware utilisation).
+
+The work directory may be a `gs://` URI: files go through `etils.epath`, TensorBoard through
+tensorboardX's own GCS writer.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+from etils import epath
 
 # Dense bf16 peak FLOP/s per device (one TPU chip, one GPU), from the vendors' data sheets.
 PEAK_FLOPS = {
@@ -55,11 +59,14 @@ class MetricsWriter:
     """Writes scalar metrics to the console (progress bar with ETA), JSONL and TensorBoard.
 
     Only process 0 writes; the others keep the same object so the loop needs no branches.
+    `metrics.jsonl` is appended to and flushed per write in a local work dir; in a `gs://` one it is
+    rewritten whole at each write (GCS objects cannot be appended to), starting from what a resumed
+    run finds there.
     """
 
     def __init__(
         self,
-        workdir: str | Path,
+        workdir: str | Path | epath.Path,
         *,
         total_steps: int,
         initial_step: int,
@@ -68,13 +75,20 @@ class MetricsWriter:
         progress_bar: bool,
     ):
         self.enabled = jax.process_index() == 0
-        workdir = Path(workdir)
-        self._jsonl = self._tensorboard = self._bar = None
+        workdir = epath.Path(workdir)
+        self._jsonl: epath.Path | None = None
+        self._jsonl_text = ""  # the whole file, kept only for a remote (gs://) work dir
+        self._jsonl_file = None  # the append handle, for a local work dir
+        self._tensorboard = self._bar = None
         if not self.enabled:
             return
         workdir.mkdir(parents=True, exist_ok=True)
         if jsonl:
-            self._jsonl = (workdir / "metrics.jsonl").open("a")
+            self._jsonl = workdir / "metrics.jsonl"
+            if "://" in str(workdir):
+                self._jsonl_text = self._jsonl.read_text() if self._jsonl.exists() else ""
+            else:
+                self._jsonl_file = open(str(self._jsonl), "a")  # noqa: SIM115 (closed in close())
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -89,8 +103,13 @@ class MetricsWriter:
         if not self.enabled:
             return
         if self._jsonl is not None:
-            self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
-            self._jsonl.flush()
+            line = json.dumps({"step": step, **metrics}) + "\n"
+            if self._jsonl_file is not None:
+                self._jsonl_file.write(line)
+                self._jsonl_file.flush()
+            else:
+                self._jsonl_text += line
+                self._jsonl.write_text(self._jsonl_text)
         if self._tensorboard is not None:
             for name, value in metrics.items():
                 self._tensorboard.add_scalar(name, value, step)
@@ -104,14 +123,14 @@ class MetricsWriter:
             print(f"step {step}: " + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()), flush=True)
 
     def close(self) -> None:
-        for sink in (self._jsonl, self._tensorboard, self._bar):
+        for sink in (self._jsonl_file, self._tensorboard, self._bar):
             if sink is not None:
                 sink.close()
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl, in order."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+def read_jsonl(path: str | Path | epath.Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl (local or `gs://`), in order."""
+    return [json.loads(line) for line in epath.Path(path).read_text().splitlines() if line.strip()]
 
 
 def memory_estimate(
@@ -124,20 +143,33 @@ def memory_estimate(
     seq_len: int,
     shards: int,
     tensor: int,
+    mu_dtype: str = "param",
+    accumulation_steps: int = 1,
+    attention_impl: str = "xla",
 ) -> dict[str, float]:
     """Rough per-device bytes of a training step: parameters, gradients, AdamW state, activations.
 
-    config: a ModelConfig. Parameters, gradients (fp32 accumulators) and the two AdamW moments (fp32)
-    are split over `shards` = fsdp * tensor devices. Activations are what the backward pass keeps for
+    config: a ModelConfig. Parameters, gradients and the two AdamW moments are split over
+    `shards` = fsdp * tensor devices. Gradients are in the parameter dtype, or fp32 accumulators when
+    `accumulation_steps` > 1; AdamW's first moment is in `mu_dtype` ("param": the parameter dtype), its
+    second in the parameter dtype (optax's layout). Activations are what the backward pass keeps for
     one micro-batch on one device (b = micro_batch_per_device rows of `seq_len`):
       full remat: each layer's input, b*s*d per layer, plus one layer recomputed at a time;
+      offload:    as full, but the layer inputs sit in pinned host memory (`offloaded_to_host`);
       save_dots:  every matmul output (q, k, v, o, gate, up, down) per layer;
-      none:       everything, including the [b, heads, s, s] attention probabilities of XLA attention;
-    plus the loss's fp32 hidden states and one vocabulary chunk. An estimate, not a measurement: the
-    compiled step's `memory_analysis()` (printed by the bench) is the number to trust.
+      none:       everything;
+    a layer's [b, heads, s, s] fp32 attention probabilities count only with `attention_impl="xla"`
+    (fused kernels keep a [b, heads, s] log-sum-exp instead; "auto" is counted as the fused kernel it
+    picks on GPU / TPU); plus the loss's fp32 hidden states and one vocabulary chunk. An estimate, not
+    a measurement: the compiled step's `memory_analysis()` (printed by the bench) is the number to trust.
     """
-    param_bytes = 2 if param_dtype == "bfloat16" else 4
-    act_bytes = 2 if compute_dtype == "bfloat16" else 4
+
+    def width(dtype: str) -> int:
+        return 2 if dtype == "bfloat16" else 4
+
+    param_bytes, act_bytes = width(param_dtype), width(compute_dtype)
+    mu_bytes = param_bytes if mu_dtype == "param" else width(mu_dtype)
+    grad_bytes = 4 if accumulation_steps > 1 else param_bytes
     n = config.num_params()
     b, s, d, f = micro_batch_per_device, seq_len, config.hidden_size, config.intermediate_size
     h, k, dh, layers = (
@@ -148,19 +180,27 @@ def memory_estimate(
     )
     f_local = f // tensor or 1
     matmul_outputs = b * s * (2 * h * dh + 2 * k * dh + d + 2 * f_local + d) * act_bytes
-    attention_probs = b * h * s * s * 4
-    one_layer = matmul_outputs + attention_probs + 4 * b * s * d * act_bytes
+    attention_saved = b * h * s * s * 4 if attention_impl == "xla" else b * h * s * 4
+    one_layer = matmul_outputs + attention_saved + 4 * b * s * d * act_bytes
+    layer_inputs = layers * b * s * d * act_bytes
+    offloaded = 0
     if remat == "full":
-        activations = layers * b * s * d * act_bytes + one_layer
+        activations = layer_inputs + one_layer
+    elif remat == "offload":
+        activations, offloaded = one_layer, layer_inputs
     elif remat in ("save_dots", "save_dots_no_batch"):
         activations = layers * (matmul_outputs + b * s * d * act_bytes) + one_layer
     else:
         activations = layers * one_layer
     activations += b * s * d * 4 + 3 * b * s * min(16384, config.vocab_size) * 4
-    return {
+    state = {
         "parameters": n * param_bytes / shards,
-        "gradients": n * 4 / shards,
-        "optimizer": 2 * n * 4 / shards,
+        "gradients": n * grad_bytes / shards,
+        "optimizer": n * (mu_bytes + param_bytes) / shards,
+    }
+    return {
+        **state,
         "activations": float(activations),
-        "total": n * (param_bytes + 12) / shards + activations,
+        "total": sum(state.values()) + activations,
+        "offloaded_to_host": float(offloaded),
     }

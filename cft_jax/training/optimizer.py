@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -70,9 +71,22 @@ def make_optimizer(
     eps: float,
     weight_decay: float,
     clip_norm: float,
+    mu_dtype: str = "param",
 ) -> optax.GradientTransformation:
-    """Clip by global norm (skipped when clip_norm <= 0), then AdamW with decoupled weight decay."""
-    adamw = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)
+    """Clip by global norm (skipped when clip_norm <= 0), then AdamW with decoupled weight decay.
+
+    `mu_dtype` stores AdamW's first moment in that dtype ("bfloat16" halves it: 15 GB less for a 7B
+    model); "param" keeps it in the parameter dtype. The update itself is computed in fp32 either way.
+    """
+    adamw = optax.adamw(
+        schedule,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        weight_decay=weight_decay,
+        mask=decay_mask,
+        mu_dtype=None if mu_dtype == "param" else jnp.dtype(mu_dtype),
+    )
     if clip_norm <= 0:
         return adamw
     return optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
