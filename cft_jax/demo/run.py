@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from cft_jax.config import load_config
+from cft_jax.data.records import Sample, cft_prompt
+from cft_jax.data.templates import Encoder, load_tokenizer
 from cft_jax.demo import inputs as demo_inputs_lib
 from cft_jax.demo.measure import Measurement, measure, verdict_set
 from cft_jax.demo.report import plot_losses, write_report
@@ -38,11 +40,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--eval-every", type=int, help="validation loss every N steps (default: the config's)"
     )
-    parser.add_argument("--test-examples", type=int, default=24, help="test critiques for the held-out loss")
-    parser.add_argument(
-        "--verdict-examples", type=int, default=12, help="labelled test solutions to critique"
-    )
-    parser.add_argument("--max-new-tokens", type=int, default=160, help="tokens per generated critique")
+    parser.add_argument("--test-examples", type=int, default=16, help="test critiques for the held-out loss")
+    parser.add_argument("--verdict-examples", type=int, default=8, help="labelled test solutions to critique")
+    parser.add_argument("--max-new-tokens", type=int, default=40, help="tokens per generated critique")
     parser.add_argument("--batch-size", type=int, default=4, help="measurement batch (loss and generation)")
     return parser.parse_args(argv)
 
@@ -103,6 +103,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"   {name}: {path} ({sum(1 for _ in path.open())} critiques)")
     config = load_config(CONFIG, overrides)
     test_records = [from_dict(CritiqueRecord, obj) for _, obj in read_jsonl(inputs.splits["test"])]
+    encoder = Encoder(load_tokenizer(config.data.tokenizer), config.data.template)
+
+    def fits(record: CritiqueRecord) -> bool:
+        """Prompt and critique fit one training row: the examples the length policy keeps whole."""
+        sample = Sample(
+            id=record.id, prompt=cft_prompt(record.question, record.solution), target=record.critique
+        )
+        return len(encoder.encode(sample).input_ids) <= config.data.seq_len
+
+    test_records = [r for r in test_records if fits(r)]
     out.mkdir(parents=True, exist_ok=True)
     loss_path = out / "test_loss_subset.jsonl"
     loss_path.write_text(

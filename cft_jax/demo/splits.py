@@ -10,6 +10,12 @@ unlabelled there, but those are exactly RealCritic's `mix_math` solutions, which
 `realcritic_solutions` file labels. Copying those labels onto the critique records gives test
 solutions of both classes, without which verdict accuracy would reward a model that always says
 "wrong".
+
+The training target is each critique's judgement: its "## Conclusion of Critique" section (the
+verdict and the first wrong step), the teacher's own words. Whole critiques run 400-1,300 tokens and
+put that section after the step-by-step review, so on two CPU cores a few minutes of training on
+whole critiques never reaches a verdict; the full-length recipe is what `configs/qwen7b_v5p.py`
+trains. The 9 critiques without such a section are left out and counted.
 """
 
 from __future__ import annotations
@@ -17,12 +23,26 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import re
 from pathlib import Path
 
 from cft_jax.data import asset_path
 from cft_jax.schema import CritiqueRecord, from_dict, stable_id, to_json
 
 SPLITS = ("train", "validation", "test")
+_CONCLUSION = re.compile(r"^#+\s*Conclusion of (?:the )?Critique\s*$", re.MULTILINE | re.IGNORECASE)
+_NEXT_SECTION = re.compile(r"^#+ ", re.MULTILINE)
+
+
+def judgement(critique: str) -> str | None:
+    """The critique's "## Conclusion of Critique" section, heading included, or None if it has none."""
+    found = _CONCLUSION.search(critique)
+    if found is None:
+        return None
+    rest = critique[found.end() :]
+    after = _NEXT_SECTION.search(rest)
+    body = (rest[: after.start()] if after else rest).strip()
+    return f"## Conclusion of Critique\n{body}" if body else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +52,7 @@ class SplitReport:
     questions: dict[str, int]
     records: dict[str, int]
     labelled_from_solutions: int
+    without_judgement: int
 
 
 def _read_gz(path: Path) -> list[dict]:
@@ -52,6 +73,17 @@ def load_critiques() -> list[CritiqueRecord]:
             record.is_correct = labels.get((record.question, record.solution.strip()))
         records.append(record)
     return records
+
+
+def judgement_records(records: list[CritiqueRecord]) -> list[CritiqueRecord]:
+    """The records whose critique has a judgement section, with the critique cut down to it."""
+    out = []
+    for record in records:
+        target = judgement(record.critique)
+        if target is not None:
+            provenance = {**record.provenance, "demo_target": "the critique's Conclusion of Critique section"}
+            out.append(dataclasses.replace(record, critique=target, provenance=provenance))
+    return out
 
 
 def split_by_question(
@@ -79,7 +111,8 @@ def write_splits(
     out_dir: Path, *, validation_fraction: float = 0.1, test_fraction: float = 0.1
 ) -> SplitReport:
     """Writes `train.jsonl`, `validation.jsonl`, `test.jsonl` (native CritiqueRecords) under `out_dir`."""
-    records = load_critiques()
+    all_records = load_critiques()
+    records = judgement_records(all_records)
     splits = split_by_question(records, validation_fraction=validation_fraction, test_fraction=test_fraction)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, split in splits.items():
@@ -93,6 +126,7 @@ def write_splits(
         questions={name: len({r.question for r in split}) for name, split in splits.items()},
         records={name: len(split) for name, split in splits.items()},
         labelled_from_solutions=sum(r.is_correct is not None and r.id not in shipped_labels for r in records),
+        without_judgement=len(all_records) - len(records),
     )
 
 
