@@ -48,7 +48,7 @@ from cft_jax.training.checkpoint import (
     data_fingerprints,
 )
 from cft_jax.training.mesh import make_mesh, model_shardings
-from cft_jax.training.optimizer import learning_rate_schedule, make_optimizer, warmup_steps
+from cft_jax.training.optimizer import learning_rate_schedule, optimizer_from_config, warmup_steps
 from cft_jax.training.step import eval_step, model_parts, train_step
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_smollm2.py"
@@ -202,15 +202,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         warmup=warmup_steps(steps, o.warmup_ratio, o.warmup_steps),
         min_lr_ratio=o.min_lr_ratio,
     )
-    tx = make_optimizer(
-        schedule,
-        b1=o.b1,
-        b2=o.b2,
-        eps=o.eps,
-        weight_decay=o.weight_decay,
-        clip_norm=o.clip_norm,
-        mu_dtype=o.mu_dtype,
-    )
+    tx = optimizer_from_config(o, schedule)
 
     param_shardings = jax.tree.map(lambda x: x.sharding, params)
     opt_shardings = optimizer_shardings(tx, params, mesh)

@@ -5,24 +5,13 @@ vocabulary 151936, tied embeddings, rope_theta 1e6). For one GPU:
 `python -m cft_jax.bench train --config configs/bench_qwen15b_gpu.py`; not a training recipe.
 """
 
+from cft_jax.bench.shapes import SHAPES
+
 
 def get_config() -> dict:
     return {
         "model": {
-            "init_config": {
-                "model_type": "qwen2",
-                "vocab_size": 151936,
-                "hidden_size": 1536,
-                "intermediate_size": 8960,
-                "num_hidden_layers": 28,
-                "num_attention_heads": 12,
-                "num_key_value_heads": 2,
-                "head_dim": 128,
-                "rms_norm_eps": 1e-6,
-                "rope_theta": 1000000.0,
-                "tie_word_embeddings": True,
-                "max_position_embeddings": 32768,
-            },
+            "init_config": dict(SHAPES["qwen2.5-1.5b"]),
             "param_dtype": "float32",
             "compute_dtype": "bfloat16",
             "remat": "full",

@@ -9,24 +9,13 @@ JAX must be allowed more than its default 75% of the GPU: run with XLA_PYTHON_CL
 `python -m cft_jax.bench train --config configs/bench_qwen7b_h200.py`; not a training recipe.
 """
 
+from cft_jax.bench.shapes import SHAPES
+
 
 def get_config() -> dict:
     return {
         "model": {
-            "init_config": {
-                "model_type": "qwen2",
-                "vocab_size": 151936,
-                "hidden_size": 3584,
-                "intermediate_size": 18944,
-                "num_hidden_layers": 28,
-                "num_attention_heads": 28,
-                "num_key_value_heads": 4,
-                "head_dim": 128,
-                "rms_norm_eps": 1e-6,
-                "rope_theta": 1000000.0,
-                "tie_word_embeddings": False,
-                "max_position_embeddings": 32768,
-            },
+            "init_config": dict(SHAPES["qwen2.5-7b"]),
             "param_dtype": "float32",
             "compute_dtype": "bfloat16",
             "remat": "full",

@@ -5,24 +5,13 @@ The architecture is SmolLM2-135M-Instruct's config.json (HuggingFaceTB; a Llama:
 `python -m cft_jax.bench train --config configs/bench_smollm2_135m.py`; not a training recipe.
 """
 
+from cft_jax.bench.shapes import SHAPES
+
 
 def get_config() -> dict:
     return {
         "model": {
-            "init_config": {
-                "model_type": "llama",
-                "vocab_size": 49152,
-                "hidden_size": 576,
-                "intermediate_size": 1536,
-                "num_hidden_layers": 30,
-                "num_attention_heads": 9,
-                "num_key_value_heads": 3,
-                "head_dim": 64,
-                "rms_norm_eps": 1e-5,
-                "rope_theta": 100000.0,
-                "tie_word_embeddings": True,
-                "max_position_embeddings": 8192,
-            },
+            "init_config": dict(SHAPES["smollm2-135m"]),
             "param_dtype": "float32",
             "compute_dtype": "float32",
             "remat": "none",

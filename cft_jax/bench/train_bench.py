@@ -31,7 +31,7 @@ from cft_jax.models.config import ModelConfig
 from cft_jax.train import compile_train_step, global_batch, optimizer_shardings
 from cft_jax.training.mesh import make_mesh, model_shardings
 from cft_jax.training.metrics import mfu, peak_flops_per_device
-from cft_jax.training.optimizer import learning_rate_schedule, make_optimizer
+from cft_jax.training.optimizer import learning_rate_schedule, optimizer_from_config
 from cft_jax.training.step import model_parts
 
 
@@ -109,16 +109,7 @@ def bench_jax(config: TrainConfig, batch: dict[str, np.ndarray], steps: int, war
     state = jax.jit(lambda: nnx.state(init()), out_shardings=model_shardings(abstract_state, mesh))()
     graphdef, params, rest = model_parts(nnx.merge(graphdef, state))
     schedule = learning_rate_schedule(config.optimizer.lr, 1000, schedule="constant")
-    o = config.optimizer
-    tx = make_optimizer(
-        schedule,
-        b1=o.b1,
-        b2=o.b2,
-        eps=o.eps,
-        weight_decay=o.weight_decay,
-        clip_norm=o.clip_norm,
-        mu_dtype=o.mu_dtype,
-    )
+    tx = optimizer_from_config(config.optimizer, schedule)
     opt_shardings = optimizer_shardings(tx, params, mesh)
     opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
     batch_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))

@@ -90,3 +90,16 @@ def make_optimizer(
     if clip_norm <= 0:
         return adamw
     return optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
+
+
+def optimizer_from_config(section: Any, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """`make_optimizer` with the `optimizer` group of a TrainConfig (b1, b2, eps, weight_decay, ...)."""
+    return make_optimizer(
+        schedule,
+        b1=section.b1,
+        b2=section.b2,
+        eps=section.eps,
+        weight_decay=section.weight_decay,
+        clip_norm=section.clip_norm,
+        mu_dtype=section.mu_dtype,
+    )

@@ -31,6 +31,8 @@ def test_a_tiny_model_drives_the_loss_on_four_critiques_near_zero(tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in four))
     run = tmp_path / "run"
     args = [
+        "--config",
+        str(Path(__file__).resolve().parents[2] / "configs" / "cpu_demo.py"),
         f"--config.training.workdir={run}",
         f"--config.data.train_paths=('{data}',)",
         f"--config.data.eval_paths=('{data}',)",

@@ -22,6 +22,8 @@ from cft_jax.training.metrics import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = [
+    "--config",
+    str(REPO / "configs" / "cpu_demo.py"),
     "--config.data.seq_len=64",
     "--config.training.global_batch=4",
     "--config.training.max_steps=6",
