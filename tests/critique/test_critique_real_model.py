@@ -20,7 +20,7 @@ from cft_jax.schema import parse_verdict
 @pytest.fixture(scope="module")
 def smollm2_responder(smollm2_transformers_dir):
     """Greedy-or-sampled generation through transformers, honouring temperature and max_tokens."""
-    torch = pytest.importorskip("torch")
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # One intra-op thread: the 2 cores are shared with the grader and the client, and

@@ -54,7 +54,8 @@ def test_segments_are_contiguous_numbered_from_one_and_padding_is_zero(epoch_row
 
 
 def test_model_attention_mask_keeps_each_segment_to_itself(epoch_rows):
-    jnp = pytest.importorskip("jax.numpy")
+    import jax.numpy as jnp
+
     from cft_jax.models.attention import attention_mask
 
     _, _, rows = epoch_rows

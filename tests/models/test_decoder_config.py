@@ -54,7 +54,8 @@ def test_reads_a_checkpoint_directory_and_round_trips_through_to_hf(tmp_path):
 
 @pytest.mark.parametrize("config_class", ["LlamaConfig", "Qwen2Config", "Qwen3Config"])
 def test_transformers_reads_to_hf_into_the_same_model(config_class):
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     hf = getattr(transformers, config_class)(
         vocab_size=256, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
 import jax.numpy as jnp  # noqa: E402
+import torch
+import transformers
 
 from cft_jax.models import load_hf  # noqa: E402
 
