@@ -127,6 +127,17 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def config_module(path: str | Path) -> Any:
+    """The config file at `path` as a module (recipes derived from another load their base this way)."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"cft_config_{path.stem}", path)
+    if spec is None or not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_config(
     path: str | Path, overrides: list[str] = (), *, num_devices: int | None = None
 ) -> TrainConfig:
@@ -135,11 +146,7 @@ def load_config(
     With `num_devices` the mesh is resolved too and the batch checked against it.
     """
     path = Path(path)
-    spec = importlib.util.spec_from_file_location(f"cft_config_{path.stem}", path)
-    if spec is None or not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = config_module(path)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path}: defines no get_config(); it must return a dict of config keys")
     values = module.get_config()

@@ -8,12 +8,11 @@ special tokens: the markers are plain text, exactly as in the paper's LLaMA-Fact
 Reported: average of 6 math benchmarks 20.3 (base) -> 27.5 (CFT).
 """
 
-import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("qwen7b_v5p", Path(__file__).with_name("qwen7b_v5p.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from cft_jax.config import config_module
+
+_base = config_module(Path(__file__).with_name("qwen7b_v5p.py"))
 
 
 def get_config() -> dict:

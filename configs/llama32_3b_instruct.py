@@ -7,14 +7,11 @@ beta2 0.95, weight decay 0.05, 4096 tokens with over-length dropped, 50 epochs, 
 Reported: average of 6 math benchmarks 17.5 -> 21.7.
 """
 
-import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location(
-    "oneshot_7b", Path(__file__).with_name("oneshot_qwen_math_7b.py")
-)
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from cft_jax.config import config_module
+
+_base = config_module(Path(__file__).with_name("oneshot_qwen_math_7b.py"))
 
 
 def get_config() -> dict:
