@@ -28,6 +28,7 @@ from flax import nnx
 from cft_jax.models.config import ConfigError, ModelConfig
 from cft_jax.models.hf import copy_tokenizer, param_leaves
 from cft_jax.models.transformer import Decoder
+from cft_jax.remote import is_remote
 from cft_jax.training.mesh import model_shardings
 
 MODEL_ITEM = "model"
@@ -41,7 +42,7 @@ class OrbaxCheckpointError(ValueError):
 def as_path(path: str | Path | epath.Path) -> epath.Path:
     """An `epath.Path`, made absolute when it is local (`gs://...` URIs are already absolute)."""
     path = epath.Path(path)
-    return path if "://" in str(path) else path.absolute()
+    return path if is_remote(path) else path.absolute()
 
 
 def save_model(

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
+
+from etils import epath
 
 
 class ConfigError(ValueError):
@@ -95,15 +97,16 @@ class ModelConfig:
         return "default" if self.rope_scaling is None else self.rope_scaling["rope_type"]
 
     @classmethod
-    def from_hf(cls, config: Mapping[str, Any] | str | Path) -> ModelConfig:
-        """Reads an HF config: a dict, a `config.json` path, or a checkpoint directory holding one.
+    def from_hf(cls, config: Mapping[str, Any] | str | os.PathLike) -> ModelConfig:
+        """Reads an HF config: a dict, a `config.json` path, or a checkpoint directory holding one
+        (local or `gs://`).
 
         Accepts both the transformers v4 keys (`rope_theta`, `rope_scaling`) and the v5 key
         `rope_parameters`. Raises `ConfigError` naming the field for anything not reproduced exactly.
         """
         source = "config"
-        if isinstance(config, (str, Path)):
-            path = Path(config)
+        if isinstance(config, (str, os.PathLike)):
+            path = epath.Path(config)
             path = path / "config.json" if path.is_dir() else path
             if not path.is_file():
                 raise ConfigError(f"{path}: no such config file; pass an HF checkpoint directory")

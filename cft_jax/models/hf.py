@@ -7,7 +7,8 @@ a Qwen3 one q/k norms, an untied one an `lm_head`, so the matching rows are the 
 
 Import never assembles the model in host memory: safetensors files are memory-mapped, and each parameter
 is created with `jax.make_array_from_callback` in its final sharding, the callback reading only the rows
-and columns of the HF tensors that one device shard holds. Export gathers one output shard at a time.
+and columns of the HF tensors that one device shard holds. Export gathers one output shard at a time; in a
+multi-process run every process takes part in the gathers and process 0 writes the files.
 
 Safetensors files are read through their documented header plus `numpy.memmap` rather than
 `safetensors.safe_open(framework="numpy")`, because the latter cannot return bfloat16 tensors, the dtype
@@ -35,10 +36,12 @@ import ml_dtypes
 import numpy as np
 from etils import epath
 from flax import nnx
+from jax.experimental import multihost_utils
 from safetensors.numpy import save_file
 
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.transformer import Decoder
+from cft_jax.remote import is_remote, local_copy
 from cft_jax.training.mesh import model_shardings
 
 SINGLE_FILE = "model.safetensors"
@@ -312,11 +315,13 @@ def load_hf(
 ) -> tuple[Decoder, ModelConfig]:
     """Reads an HF checkpoint directory into a `Decoder` whose parameters are sharded on `mesh`.
 
+    `path` is local or `gs://` (staged once per host into the local cache: `cft_jax.remote`).
+
     `dtype` is the parameter dtype, `compute_dtype` (default: `dtype`) the activation dtype;
     `decoder_kwargs` go to `Decoder` (e.g. `remat`). Without a mesh the parameters go to the first
     device. Raises `CheckpointError` (or the config's `ConfigError`) naming the file and tensor.
     """
-    directory = Path(path)
+    directory = local_copy(path)  # a gs:// checkpoint is staged on local disk, then memory-mapped
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{config_path}: missing; an HF checkpoint directory needs its config.json")
@@ -417,20 +422,16 @@ class PlannedTensor:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-def _is_remote(path: epath.Path) -> bool:
-    return "://" in str(path)
-
-
 def _as_returned(path: epath.Path) -> Path | epath.Path:
     """What the writers return: a `pathlib.Path` for a local path (as before `gs://` support)."""
-    return path if _is_remote(path) else Path(path)
+    return path if is_remote(path) else Path(path)
 
 
 def _save_shard(arrays: dict[str, np.ndarray], target: epath.Path) -> None:
     """One safetensors file; a remote target gets it through a local temporary file (safetensors
     writes to a filename), copied up in blocks so the shard is never held twice in memory."""
     metadata = {"format": "pt"}
-    if not _is_remote(target):
+    if not is_remote(target):
         save_file(arrays, target, metadata=metadata)
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -441,15 +442,23 @@ def _save_shard(arrays: dict[str, np.ndarray], target: epath.Path) -> None:
 
 
 def write_safetensors(
-    tensors: list[PlannedTensor], out_dir: str | Path | epath.Path, max_shard_size: str | int
+    tensors: list[PlannedTensor],
+    out_dir: str | Path | epath.Path,
+    max_shard_size: str | int,
+    *,
+    write: bool = True,
 ) -> list[Path | epath.Path]:
     """Writes tensors as HF safetensors shards of at most `max_shard_size` bytes each (a single tensor
     larger than that gets a shard of its own), plus `model.safetensors.index.json` when there are several.
 
     Tensors are produced and held one shard at a time, so host memory stays about one shard.
+    `write=False` produces every tensor in the same order (and checks its shape) but drops it and writes
+    nothing: the part of a multi-process export whose producers are collectives on every process.
+    Returns the shard paths either way.
     """
     out_dir = epath.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if write:
+        out_dir.mkdir(parents=True, exist_ok=True)
     limit = parse_size(max_shard_size)
     shards: list[list[PlannedTensor]] = [[]]
     for tensor in tensors:
@@ -462,14 +471,17 @@ def write_safetensors(
     for shard, file in zip(shards, files, strict=True):
         arrays = {}
         for t in shard:
-            array = np.ascontiguousarray(t.produce(), dtype=t.dtype)
+            array = np.asarray(t.produce())
             if array.shape != t.shape:
                 raise CheckpointError(f"tensor {t.name!r}: produced shape {array.shape}, planned {t.shape}")
-            arrays[t.name] = array
+            if write:
+                arrays[t.name] = np.ascontiguousarray(array, dtype=t.dtype)
+            del array
             weight_map[t.name] = file
-        _save_shard(arrays, out_dir / file)
+        if write:
+            _save_shard(arrays, out_dir / file)
         del arrays
-    if n > 1:
+    if write and n > 1:
         index = {"metadata": {"total_size": sum(t.nbytes for t in tensors)}, "weight_map": weight_map}
         (out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     return [_as_returned(out_dir / f) for f in files]
@@ -494,7 +506,13 @@ def export_hf(
     from Orbax). Writes safetensors shards (+ index), `config.json`, `generation_config.json`, and the
     tokenizer files found in `tokenizer_dir` (its `generation_config.json` too, if it has one).
     `dtype` (default: the parameters' dtype) is the stored dtype. Only the tensors of the shard being
-    written are gathered to the host. Single-process: every parameter must be addressable here.
+    written are gathered to the host.
+
+    Multi-process (multi-host) runs: a collective, so every process calls it with the same arguments.
+    A parameter not fully addressable here is gathered one tensor (one layer of a stacked parameter) at
+    a time with `process_allgather`, every process producing the tensors in the same order; only process
+    0 writes files (it alone holds a shard's tensors, the others drop each one once gathered). All
+    processes return the same path once the files exist (a closing barrier).
     """
     if isinstance(model_or_state, nnx.Module):
         model_or_state = nnx.state(model_or_state, nnx.Param)
@@ -505,7 +523,7 @@ def export_hf(
     def producer(rule: Rule, layer: int | None) -> Callable[[], np.ndarray]:
         # Indexing the (possibly sharded) device array first keeps the transfer to one layer's tensor.
         leaf = leaves[rule.path]
-        return lambda: rule.to_hf(np.asarray(jax.device_get(leaf if layer is None else leaf[layer])))
+        return lambda: rule.to_hf(_to_host(leaf if layer is None else leaf[layer]))
 
     # Unstacked tensors (embedding, final norm, lm_head) first, then layer by layer, so a shard holds
     # whole layers as transformers' own shards do.
@@ -519,23 +537,37 @@ def export_hf(
                     PlannedTensor(name, rule.hf_shape(layer_shape), out_dtype, producer(rule, layer))
                 )
     out_dir = epath.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*out_dir.glob("model*.safetensors"), out_dir / INDEX_FILE]:
-        stale.unlink(missing_ok=True)
-    write_safetensors(planned, out_dir, max_shard_size)
+    writer = jax.process_index() == 0
+    if writer:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*out_dir.glob("model*.safetensors"), out_dir / INDEX_FILE]:
+            stale.unlink(missing_ok=True)
+    write_safetensors(planned, out_dir, max_shard_size, write=writer)
 
-    hf_config = config.to_hf()
-    hf_config["torch_dtype"] = hf_config["dtype"] = _dtype_name(out_dtype)
-    (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    copied = copy_tokenizer(tokenizer_dir, out_dir) if tokenizer_dir is not None else []
-    if "generation_config.json" not in copied:
-        generation = {
-            k: v
-            for k, v in hf_config.items()
-            if k in ("bos_token_id", "eos_token_id", "pad_token_id") and v is not None
-        }
-        (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    if writer:
+        hf_config = config.to_hf()
+        hf_config["torch_dtype"] = hf_config["dtype"] = _dtype_name(out_dtype)
+        (out_dir / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+        copied = copy_tokenizer(tokenizer_dir, out_dir) if tokenizer_dir is not None else []
+        if "generation_config.json" not in copied:
+            generation = {
+                k: v
+                for k, v in hf_config.items()
+                if k in ("bos_token_id", "eos_token_id", "pad_token_id") and v is not None
+            }
+            (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    if jax.process_count() > 1:
+        # No process returns (and, say, reads or copies the export) before process 0 has written it.
+        multihost_utils.sync_global_devices(f"export_hf {out_dir}")
     return _as_returned(out_dir)
+
+
+def _to_host(x: Any) -> np.ndarray:
+    """One tensor as a host array: fetched from this process's devices when it holds all of it,
+    otherwise gathered from every process (a collective: all processes must call it, in the same order)."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(jax.device_get(x))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def copy_tokenizer(src: str | Path | epath.Path, dst: str | Path | epath.Path) -> list[str]:
@@ -551,6 +583,6 @@ def copy_tokenizer(src: str | Path | epath.Path, dst: str | Path | epath.Path) -
 
 
 def _same_file(a: epath.Path, b: epath.Path) -> bool:
-    if _is_remote(a) or _is_remote(b):
+    if is_remote(a) or is_remote(b):
         return str(a) == str(b)
     return Path(a).resolve() == Path(b).resolve()

@@ -4,6 +4,9 @@
 free local port, CPU collectives over gloo, JAX's default), with a (data=2) mesh: each process feeds
 its half of every global batch. Checked against real runs:
   - the two processes reach the losses of ONE process with two devices and the same global batch;
+  - the two processes export the final weights to HF safetensors together (every process gathers,
+    process 0 writes): one export, the one-process run's tensors, and bit for bit the single-process
+    export of the two-process run's own final checkpoint;
   - both processes stopped at step 3 and restarted from the checkpoint continue exactly: losses and
     final parameters equal a two-process run that was never stopped, which needs every process's
     own data iterator state (`data_iter/process_{i}-of-2.json`).
@@ -22,6 +25,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from cft_jax.convert.checkpoint import load_params
+from cft_jax.models.hf import HFCheckpoint, export_hf
 from cft_jax.training.metrics import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,16 +99,42 @@ def params(workdir: Path, step: int) -> list[np.ndarray]:
     return jax.tree.leaves(checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy)))
 
 
+def hf_export(directory: Path) -> dict[str, np.ndarray]:
+    checkpoint = HFCheckpoint(directory)
+    return {name: np.asarray(checkpoint.tensor(name)) for name in sorted(checkpoint.location)}
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume_exactly(tmp_path):
     cache = tmp_path / "xla_cache"
     one, two, restarted = tmp_path / "one", tmp_path / "two", tmp_path / "restarted"
 
-    run(one, cache, processes=1, devices_per_process=2)
-    run(two, cache, processes=2, devices_per_process=1)
+    export = ["--config.export.at_end=true"]
+    run(one, cache, processes=1, devices_per_process=2, extra=export)
+    run(two, cache, processes=2, devices_per_process=1, extra=export)
     assert sorted(losses(two)) == [1, 2, 3, 4, 5, 6]
     # The same rows in every global batch, reduced in another order (across processes, over gloo).
     np.testing.assert_allclose(list(losses(two).values()), list(losses(one).values()), rtol=2e-5)
+
+    # One export, written by process 0 alone, with the files and tensors of the one-process export.
+    assert [p.name for p in (two / "hf").iterdir()] == ["step_6"]
+    exported, expected_dir = two / "hf" / "step_6", one / "hf" / "step_6"
+    assert sorted(p.name for p in exported.iterdir()) == sorted(p.name for p in expected_dir.iterdir())
+    weights, expected = hf_export(exported), hf_export(expected_dir)
+    assert {k: (v.shape, v.dtype) for k, v in weights.items()} == {
+        k: (v.shape, v.dtype) for k, v in expected.items()
+    }
+    # The runs' weights differ by their gradients' reduction order only, which Adam's per-element
+    # normalization can amplify where a gradient is tiny: an absolute tolerance (near-zero weights
+    # make a relative one meaningless), 1e-5 = ~13x the largest difference seen (7.8e-7, embedding),
+    # far below one Adam step (lr 3e-3) and the weights' scale (~0.1), which a misplaced slice would show.
+    for name in expected:
+        np.testing.assert_allclose(weights[name], expected[name], rtol=0, atol=1e-5, err_msg=name)
+    # The gathers are exact: the single-process export of the run's own final checkpoint, bit for bit.
+    reference = hf_export(export_hf(*load_params(two / "checkpoints", step=6), tmp_path / "reference"))
+    assert weights.keys() == reference.keys()
+    for name in reference:
+        np.testing.assert_array_equal(weights[name], reference[name], err_msg=name)
 
     run(restarted, cache, processes=2, devices_per_process=1, extra=["--config.training.halt_at_step=3"])
     states = sorted(p.name for p in (restarted / "checkpoints" / "3" / "data_iter").glob("process_*"))
