@@ -12,12 +12,13 @@ import ast
 import dataclasses
 import difflib
 import importlib.util
+import json
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from cft_jax.data.pipeline import DataConfig
+from cft_jax.data.pipeline import DataConfig, check_vocab_fits
 
 DTYPES = ("float32", "bfloat16")
 
@@ -296,6 +297,19 @@ def resolve_mesh(mesh: MeshSection, num_devices: int) -> tuple[int, int, int]:
     return data, fsdp, tensor
 
 
+def _model_vocab_size(model: ModelSection) -> int | None:
+    """The embedding rows of the model to train, where the config says (None: not known here)."""
+    if model.init_config:
+        vocab = model.init_config.get("vocab_size")
+    else:
+        path = Path(model.hf_path) / "config.json"
+        try:
+            vocab = json.loads(path.read_text()).get("vocab_size") if path.is_file() else None
+        except (OSError, ValueError):
+            return None
+    return vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else None
+
+
 def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str]:
     """Every cross-key and range error, one line per bad key (empty when the config is good)."""
     errors = []
@@ -337,6 +351,11 @@ def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str
     for key, beta in (("optimizer.b1", o.b1), ("optimizer.b2", o.b2)):
         if not 0 <= beta < 1:
             errors.append(f"{key}={beta}: must be in [0, 1)")
+    if config.data.chatml_add_im_end and (vocab_size := _model_vocab_size(m)) is not None:
+        try:
+            errors += check_vocab_fits(config.data, vocab_size)
+        except (OSError, ValueError) as e:  # the tokenizer does not load: the data pipeline will say why
+            errors.append(f"data.tokenizer={config.data.tokenizer!r}: {e}")
     if t.accumulation_steps > 0 and t.global_batch % t.accumulation_steps:
         errors.append(
             f"training.accumulation_steps={t.accumulation_steps}: "

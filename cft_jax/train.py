@@ -7,7 +7,8 @@ Without `--config` it trains the CPU demo, `configs/demo_smollm2.py` (real SmolL
 
 Several processes (hosts) train one model through JAX's multi-controller runtime: see
 `initialize_distributed`. Each process reads its own share of the data and saves its own data
-iterator state; process 0 writes the metrics, the run's HF assets and the JSON metadata.
+iterator state; process 0 writes the metrics, the run's HF assets, the JSON metadata and the HF
+exports (every process takes part in gathering the exported tensors).
 `training.workdir` and the data paths may be `gs://` URIs (everything goes through `etils.epath`).
 """
 
@@ -20,6 +21,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ import cft_jax
 from cft_jax.assets.tokenizers import TOKENIZERS, tokenizer_dir
 from cft_jax.config import ConfigError, TrainConfig, load_config, resolve_mesh
 from cft_jax.convert.checkpoint import as_path
-from cft_jax.data.pipeline import load_examples, make_iterator
+from cft_jax.data.pipeline import check_vocab_fits, load_examples, make_iterator, write_export_tokenizer
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf, load_hf
 from cft_jax.models.transformer import Decoder
@@ -183,6 +185,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXES, None))
 
     model, model_config = build_model(config, mesh)
+    if unfit := check_vocab_fits(config.data, model_config.vocab_size):  # hf_path's vocab is known only now
+        raise ValueError("; ".join(unfit))
     graphdef, params, rest = model_parts(model)
     del model
 
@@ -238,6 +242,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         )
         train_iter.set_state(data_state)
         step = latest
+        print(f"resumed from the checkpoint of step {latest}", file=sys.stderr)
         if saved_meta.get("data_fingerprints") != meta["data_fingerprints"]:
             print(
                 f"warning: the training data changed since step {latest} was saved; the resume is not exact",
@@ -250,15 +255,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
         )
 
     tokenizer = tokenizer_source(config)
+    # A tokenizer the data changed (data.chatml_add_im_end) is what checkpoints and exports must carry.
+    changed_tokenizer = tempfile.TemporaryDirectory(prefix="cft_tokenizer_")
+    tokenizer = write_export_tokenizer(config.data, tokenizer, changed_tokenizer.name) or tokenizer
     checkpointer.write_hf_assets(model_config.to_hf(), tokenizer)
 
     def export(at_step: int) -> None:
-        if jax.process_count() > 1:
-            # export_hf gathers on one process; multi-host runs export from their checkpoints afterwards.
-            print(
-                f"step {at_step}: run `python -m cft_jax.convert export` on its checkpoint", file=sys.stderr
-            )
-            return
+        # A collective in a multi-host run: every process gathers, process 0 writes.
         target = workdir / "hf" / f"step_{at_step}"
         export_hf(params, model_config, target, dtype=config.export.dtype, tokenizer_dir=tokenizer)
 

@@ -19,10 +19,10 @@ from collections import Counter
 import numpy as np
 
 from cft_jax.data.contamination import contamination_report
-from cft_jax.data.pipeline import DataConfig, encode_split
+from cft_jax.data.pipeline import DataConfig, _encoding_key, encode_split, training_tokenizer
 from cft_jax.data.prepared import write_prepared
 from cft_jax.data.records import ReadOptions, ReadReport, RecordError, Rejects, read_samples
-from cft_jax.data.templates import load_tokenizer, show_trained_span
+from cft_jax.data.templates import show_trained_span
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -35,6 +35,11 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sft-only-correct", action="store_true")
     p.add_argument("--template", default=d.template, help="chatml | qwen25_math | raw | tokenizer")
     p.add_argument("--system-prompt", default=d.system_prompt)
+    p.add_argument(
+        "--chatml-add-im-end",
+        action="store_true",
+        help="ChatML on a tokenizer without ChatML tokens: add <|im_end|> as a new eos token (LLaMA-Factory)",
+    )
     p.add_argument(
         "--tokenizer", default=d.tokenizer, help="shipped name (qwen2.5, llama3, deepseek_llm) or a dir"
     )
@@ -56,6 +61,7 @@ def _config(args: argparse.Namespace, **extra: object) -> DataConfig:
         sft_only_correct=args.sft_only_correct,
         template=args.template,
         system_prompt=args.system_prompt,
+        chatml_add_im_end=args.chatml_add_im_end,
         tokenizer=args.tokenizer,
         seq_len=args.seq_len,
         length_policy=args.length_policy,
@@ -99,7 +105,7 @@ def _inspect(args: argparse.Namespace) -> None:
         print(f"note: in {straddling} examples one token spans the prompt/target boundary; it trains")
     if encoded:
         e = encoded[min(args.example, len(encoded) - 1)]
-        tok = load_tokenizer(cfg.tokenizer)
+        tok = training_tokenizer(cfg)
         print(
             f"\nexample {e.id} ({e.where}), {len(e.input_ids)} tokens, {int(e.loss_mask.sum())} trained "
             "between [[TRAIN>> and <<TRAIN]]:\n"
@@ -128,16 +134,7 @@ def _check(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> None:
     cfg = _config(args)
     encoded, report = encode_split(cfg, cfg.train_paths)
-    settings = {
-        "tokenizer": cfg.tokenizer,
-        "template": cfg.template,
-        "system_prompt": cfg.system_prompt,
-        "objective": cfg.objective,
-        "sft_only_correct": cfg.sft_only_correct,
-        "seq_len": cfg.seq_len,
-        "length_policy": cfg.length_policy,
-    }
-    path = write_prepared(encoded, args.out, settings)
+    path = write_prepared(encoded, args.out, _encoding_key(cfg))
     print(f"wrote {len(encoded)} examples to {path}")
     print(json.dumps(report.to_dict(), indent=2))
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tempfile
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grain
@@ -30,7 +32,7 @@ from cft_jax.data import length as length_policy
 from cft_jax.data.packing import PackIterDataset, first_fit_decreasing, make_row, packing_efficiency, pad_row
 from cft_jax.data.prepared import PreparedSource, is_prepared
 from cft_jax.data.records import ReadOptions, ReadReport, RecordError, Rejects, Sample, read_samples
-from cft_jax.data.templates import Encoded, Encoder, load_tokenizer
+from cft_jax.data.templates import IM_END, Encoded, Encoder, load_tokenizer, with_im_end_eos
 
 Batch = dict[str, np.ndarray]
 BATCH_KEYS = ("input_ids", "loss_mask", "segment_ids", "positions")
@@ -52,6 +54,11 @@ class DataConfig:
     # Rendering: chatml | qwen25_math | raw | tokenizer; system_prompt overrides the template's.
     template: str = "chatml"
     system_prompt: str | None = None
+    # ChatML on a tokenizer without ChatML tokens (DeepSeek, Llama), as the CFT paper's LLaMA-Factory
+    # runs did: <|im_end|> added as a new special token that becomes eos (id = the tokenizer's size,
+    # which must be < the model's vocab_size), <|im_start|> tokenized as plain text
+    # (templates.with_im_end_eos). Off: such a tokenizer is refused.
+    chatml_add_im_end: bool = False
     tokenizer: str = "qwen2.5"  # a shipped tokenizer name or a local directory
     seq_len: int = 2048
     length_policy: str = "truncate"  # truncate | drop | fail
@@ -112,13 +119,97 @@ def encode_split(cfg: DataConfig, paths: Sequence[str]) -> tuple[list[Encoded], 
         cfg.format, cfg.objective, cfg.sft_only_correct, cfg.max_record_chars, cfg.tfds_data_dir
     )
     samples = read_samples(paths, opts, skip_bad=cfg.skip_bad, rejects=rejects, report=read_report)
-    encoder = Encoder(load_tokenizer(cfg.tokenizer), cfg.template, cfg.system_prompt)
+    encoder = Encoder(
+        training_tokenizer(cfg), cfg.template, cfg.system_prompt, add_im_end=cfg.chatml_add_im_end
+    )
     encoded, lengths = _apply_length_policy(samples, encoder, cfg, rejects)
     read_report.rejected += lengths.rejected
     report = DataReport(read_report, lengths, examples=len(encoded))
     report.target_tokens = int(sum(int(e.loss_mask.sum()) for e in encoded))
     _fill_packing(report, [len(e.input_ids) for e in encoded], cfg)
     return encoded, report
+
+
+def training_tokenizer(cfg: DataConfig) -> Any:
+    """The tokenizer the examples are tokenized with (cached; do not modify it): `cfg.tokenizer`, with
+    `<|im_end|>` added as eos when `cfg.chatml_add_im_end`. Decode the training ids with this one."""
+    return load_tokenizer(cfg.tokenizer, add_im_end=cfg.chatml_add_im_end)
+
+
+def check_vocab_fits(cfg: DataConfig, vocab_size: int) -> list[str]:
+    """Why the ids `cfg` adds to the tokenizer would have no row in a `vocab_size` embedding (empty: fine).
+
+    Only the token `chatml_add_im_end` adds is checked: the trainer does not resize the embedding.
+    """
+    if not cfg.chatml_add_im_end:
+        return []
+    added = training_tokenizer(cfg).convert_tokens_to_ids(IM_END)
+    if added < vocab_size:
+        return []
+    return [
+        f"data.chatml_add_im_end=True: {IM_END} gets token id {added} in tokenizer {cfg.tokenizer!r}, "
+        f"but the model's embedding has vocab_size={vocab_size} rows (ids 0..{vocab_size - 1}) and is "
+        "not resized; use a model with spare embedding rows, a tokenizer that has ChatML tokens, or "
+        "data.chatml_add_im_end=False with template 'tokenizer' or 'raw'"
+    ]
+
+
+# What a tokenizer directory holds (as cft_jax.models.hf.TOKENIZER_FILES), and the generation config.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "generation_config.json",
+)
+
+
+def write_export_tokenizer(cfg: DataConfig, src: str | Path | None, dst: str | Path) -> Path | None:
+    """The tokenizer exports must carry when the data changed the tokenizer, written to local dir `dst`.
+
+    With `cfg.chatml_add_im_end`: the tokenizer in `src` (the directory exports would copy it from, e.g.
+    the HF checkpoint's; local or gs://; None or a directory without tokenizer files: `cfg.tokenizer`)
+    with `<|im_end|>` added as eos exactly as for the training data (`with_im_end_eos`), saved with
+    `save_pretrained`, plus `src`'s `generation_config.json` unchanged (LLaMA-Factory leaves it alone;
+    evaluation stops at `<|im_end|>` through the tokenizer's eos and the stop strings). Returns `dst`;
+    None (nothing written) when the data leaves the tokenizer as it is: export `src`'s files then.
+    Raises when `<|im_end|>` gets another id in `src`'s tokenizer than in the training data.
+    """
+    if not cfg.chatml_add_im_end:
+        return None
+    from etils import epath
+
+    trained = training_tokenizer(cfg)
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    source = epath.Path(src) if src is not None else None
+    has_tokenizer = source is not None and any(
+        (source / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+    )
+    tokenizer = trained
+    if has_tokenizer:
+        with tempfile.TemporaryDirectory(prefix="cft_tokenizer_src_") as tmp:
+            for name in _TOKENIZER_FILES:
+                if (source / name).is_file():
+                    (Path(tmp) / name).write_bytes((source / name).read_bytes())
+            from transformers import AutoTokenizer
+
+            tokenizer = with_im_end_eos(AutoTokenizer.from_pretrained(tmp, local_files_only=True))
+        want, got = trained.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(IM_END)
+        if got != want:
+            raise ValueError(
+                f"{IM_END} is token {want} in the training data (tokenizer {cfg.tokenizer!r}) but would "
+                f"be {got} in the exported tokenizer from {src}; set data.tokenizer to {str(src)!r} so "
+                "both agree"
+            )
+    tokenizer.save_pretrained(str(dst))
+    if source is not None and (source / "generation_config.json").is_file():
+        (dst / "generation_config.json").write_bytes((source / "generation_config.json").read_bytes())
+    return dst
 
 
 def _apply_length_policy(
@@ -321,7 +412,7 @@ def _split_paths(cfg: DataConfig, split: str) -> list[str]:
 
 def _encoding_key(cfg: DataConfig) -> dict[str, Any]:
     """What a prepared file must have been tokenized with to be used under this config."""
-    return {
+    key = {
         "tokenizer": cfg.tokenizer,
         "template": cfg.template,
         "system_prompt": cfg.system_prompt,
@@ -330,6 +421,9 @@ def _encoding_key(cfg: DataConfig) -> dict[str, Any]:
         "seq_len": cfg.seq_len,
         "length_policy": cfg.length_policy,
     }
+    if cfg.chatml_add_im_end:  # only when set, so files prepared before the option existed still match
+        key["chatml_add_im_end"] = True
+    return key
 
 
 def _validate(cfg: DataConfig) -> None:

@@ -17,11 +17,14 @@ tensorboardX's own GCS writer.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import jax
 from etils import epath
+
+from cft_jax.remote import is_remote
 
 # Dense bf16 peak FLOP/s per device (one TPU chip, one GPU), from the vendors' data sheets.
 PEAK_FLOPS = {
@@ -61,7 +64,9 @@ class MetricsWriter:
     Only process 0 writes; the others keep the same object so the loop needs no branches.
     `metrics.jsonl` is appended to and flushed per write in a local work dir; in a `gs://` one it is
     rewritten whole at each write (GCS objects cannot be appended to), starting from what a resumed
-    run finds there.
+    run finds there. A run resumed at `initial_step` first drops the records of later steps that the
+    crashed run had written past its last checkpoint (`truncate_jsonl`), so the resumed run's records
+    replace them and no step appears twice; TensorBoard purges the same steps (`purge_step`).
     """
 
     def __init__(
@@ -85,14 +90,17 @@ class MetricsWriter:
         workdir.mkdir(parents=True, exist_ok=True)
         if jsonl:
             self._jsonl = workdir / "metrics.jsonl"
-            if "://" in str(workdir):
-                self._jsonl_text = self._jsonl.read_text() if self._jsonl.exists() else ""
+            kept = truncate_jsonl(self._jsonl, initial_step)
+            if is_remote(workdir):
+                self._jsonl_text = kept
             else:
                 self._jsonl_file = open(str(self._jsonl), "a")  # noqa: SIM115 (closed in close())
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+            # Events of steps after initial_step, from a run that crashed past its last checkpoint, are
+            # hidden by TensorBoard: the resumed run writes those steps again.
+            self._tensorboard = SummaryWriter(str(workdir / "tensorboard"), purge_step=initial_step + 1)
         if progress_bar:
             from tqdm import tqdm
 
@@ -126,6 +134,46 @@ class MetricsWriter:
         for sink in (self._jsonl_file, self._tensorboard, self._bar):
             if sink is not None:
                 sink.close()
+
+
+def truncate_jsonl(path: str | Path | epath.Path, last_step: int) -> str:
+    """Drops the records of `path` (a metrics.jsonl, local or `gs://`) whose `step` is > `last_step`.
+
+    Records without a step, and lines that are not JSON objects, are kept in place; an unterminated
+    last line (a write torn by the crash) is dropped. The file is rewritten only when something goes:
+    a local one through a temporary file beside it renamed over it (never half-written), a remote one
+    in one upload. Returns the kept text ("" when there is no file).
+    """
+    path = epath.Path(path)
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    kept = [line for line in lines if not _after(line, last_step)]
+    if len(kept) == len(lines) and len("".join(kept)) == len(text):
+        return text
+    new_text = "".join(kept)
+    if is_remote(path):
+        path.write_text(new_text)
+    else:
+        tmp = Path(str(path)).with_name(f".{path.name}.tmp{os.getpid()}")
+        with open(tmp, "w") as f:
+            f.write(new_text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, str(path))
+    return new_text
+
+
+def _after(line: str, last_step: int) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    step = record.get("step") if isinstance(record, dict) else None
+    return isinstance(step, (int, float)) and not isinstance(step, bool) and step > last_step
 
 
 def read_jsonl(path: str | Path | epath.Path) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cft_jax.config import ConfigError, build_config, load_config
+from cft_jax.data.pipeline import load_examples, training_tokenizer
 from cft_jax.train import dry_run_report, main
 from tests.training.conftest import TINY
 
@@ -112,6 +113,38 @@ def test_the_paper_recipe_is_what_the_paper_says(tmp_path):
         "You are a helpful assistant.",
         False,
     )
+
+
+def test_deepseek_recipe_tokenizes_chatml_as_llama_factory_did(tmp_path):
+    """DeepSeek's tokenizer lacks ChatML tokens: the recipe adds <|im_end|> (id 100015) and trains on it."""
+    (tmp_path / "config.json").write_text(json.dumps(ARCHITECTURES["deepseek_math_7b"]))
+    data = tmp_path / "cft.jsonl"
+    record = {
+        "instruction": "Critique the solution.",
+        "input": "Question: 1+1?\nSolution: 2",
+        "output": "Correct.",
+    }
+    data.write_text(json.dumps(record) + "\n")
+    overrides = [f"--config.model.hf_path={tmp_path}", f"--config.data.train_paths=('{data}',)"]
+    config = load_config(CONFIGS / "deepseek_math_7b.py", overrides, num_devices=16)
+    assert (config.data.tokenizer, config.data.template, config.data.chatml_add_im_end) == (
+        "deepseek_llm",
+        "chatml",
+        True,
+    )
+    [example], report = load_examples(config.data)
+    tokenizer = training_tokenizer(config.data)
+    ids, mask = example["input_ids"].tolist(), example["loss_mask"].tolist()
+    assert tokenizer.eos_token_id == 100015 and ids[-1] == 100015 and ids.count(100015) == 3
+    assert tokenizer.decode([i for i, m in zip(ids, mask, strict=True) if m]) == "Correct.<|im_end|>"
+    assert report.examples == 1
+
+
+def test_deepseek_recipe_refuses_a_model_without_a_row_for_im_end(tmp_path):
+    small = {**ARCHITECTURES["deepseek_math_7b"], "vocab_size": 100015}
+    (tmp_path / "config.json").write_text(json.dumps(small))
+    with pytest.raises(ConfigError, match="data.chatml_add_im_end=True: <\\|im_end\\|> gets token id 100015"):
+        load_config(CONFIGS / "deepseek_math_7b.py", [f"--config.model.hf_path={tmp_path}"], num_devices=16)
 
 
 def test_cpu_demo_dry_run_prints_the_plan(capsys):
