@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from cft_jax.config import TrainConfig, resolve_mesh
 from cft_jax.data.packing import make_row
-from cft_jax.models.attention_kernels import choose_attention
+from cft_jax.models.attention_kernels import choose_attention, target_backend
 from cft_jax.models.config import ModelConfig
 from cft_jax.train import compile_train_step, global_batch, optimizer_shardings
 from cft_jax.training.mesh import make_mesh, model_shardings
@@ -103,7 +103,7 @@ def bench_jax(config: TrainConfig, batch: dict[str, np.ndarray], steps: int, war
         (rows, seq, model_config.num_heads, model_config.head_dim), dtypes["compute_dtype"]
     )
     k = jax.ShapeDtypeStruct((rows, seq, model_config.num_kv_heads, model_config.head_dim), q.dtype)
-    attention = choose_attention(config.model.attention_impl, q, k, jax.default_backend(), mesh.abstract_mesh)
+    attention = choose_attention(config.model.attention_impl, q, k, target_backend(), mesh.abstract_mesh)
     abstract = nnx.eval_shape(init)
     graphdef, abstract_state = nnx.split(abstract)
     state = jax.jit(lambda: nnx.state(init()), out_shardings=model_shardings(abstract_state, mesh))()

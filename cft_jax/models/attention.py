@@ -14,7 +14,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from cft_jax.models.attention_kernels import FUSED_KERNELS, choose_attention, run_fused
+from cft_jax.models.attention_kernels import FUSED_KERNELS, choose_attention, run_fused, target_backend
 
 
 def attention_mask(segment_ids: jax.Array) -> jax.Array:
@@ -64,7 +64,7 @@ def selected_attention(impl: str) -> AttentionFn:
 
     def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array) -> jax.Array:
         mesh = jax.sharding.get_abstract_mesh()
-        name = choose_attention(impl, q, k, jax.default_backend(), mesh)
+        name = choose_attention(impl, q, k, target_backend(), mesh)
         if name == "xla":
             return xla_attention(q, k, v, segment_ids)
         return run_fused(name, q, k, v, segment_ids)

@@ -17,10 +17,12 @@ Under a mesh set with `jax.set_mesh`, a kernel runs per device inside `shard_map
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +42,26 @@ PALLAS_GPU_BLOCKS = pallas_gpu.BlockSizes.get_default()
 
 BATCH_MESH_AXES = ("data", "fsdp")
 HEADS_MESH_AXIS = "tensor"
+
+_LOWERING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("lowering_for", default=None)
+
+
+def target_backend() -> str:
+    """The backend the code being traced will run on: `jax.default_backend()`, unless `lowering_for`
+    names another."""
+    return _LOWERING_FOR.get() or jax.default_backend()
+
+
+@contextlib.contextmanager
+def lowering_for(backend: str) -> Iterator[None]:
+    """Traces for `backend` ("tpu" or "gpu") on a host without it: kernel choice and kernels follow
+    that backend (real Pallas kernels, not interpret mode). For ahead-of-time lowering only, e.g.
+    `jax.export.export(step, platforms=["tpu"])`; what is traced inside cannot run here."""
+    token = _LOWERING_FOR.set(backend)
+    try:
+        yield
+    finally:
+        _LOWERING_FOR.reset(token)
 
 
 def _splash_block(seq: int) -> int:
@@ -218,7 +240,7 @@ def choose_attention(
 def run_fused(name: str, q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array) -> jax.Array:
     """Runs fused kernel `name` (interpreted off its backend), per device under the ambient mesh."""
     kernel = FUSED_KERNELS[name]
-    interpret = jax.default_backend() != kernel.backend
+    interpret = target_backend() != kernel.backend
 
     def attend(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array) -> jax.Array:
         return kernel.fn(q, k, v, segment_ids, interpret=interpret)
