@@ -183,11 +183,24 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {md} and {js}")
 
 
+def _export_step(directory: Path) -> int:
+    """The training step of an export directory `step_N` (the trainer's `WORKDIR/hf/step_N`)."""
+    digits = directory.name.removeprefix("step_")
+    if not digits.isdigit():
+        raise SystemExit(f"{directory}: expected an export directory named step_N, as the trainer writes")
+    return int(digits)
+
+
 def _cmd_select(args: argparse.Namespace) -> None:
     run = Path(args.run)
-    checkpoints = sorted(p.parent for p in (run / "export").glob("*/config.json"))
+    exports = run / "hf"
+    # In training order (step_10 after step_2): ties go to the earlier one.
+    checkpoints = sorted((p.parent for p in exports.glob("step_*/config.json")), key=_export_step)
     if not checkpoints:
-        raise SystemExit(f"{run}/export: no exported checkpoints (directories with a config.json)")
+        raise SystemExit(
+            f"{exports}: no exported checkpoints (step_N directories with a config.json); the trainer "
+            "writes them with export.every_steps, or run `python -m cft_jax.convert export` per checkpoint"
+        )
     results = {}
     for ckpt in checkpoints:
         print(f"evaluating {ckpt}", file=sys.stderr)
@@ -204,12 +217,12 @@ def _cmd_select(args: argparse.Namespace) -> None:
         )
         results[ckpt.name] = summary[args.benchmark]["accuracy"]
     # Ties go to the earlier checkpoint: less training for the same validation score.
-    best = max(results, key=lambda name: (results[name], -checkpoints.index(run / "export" / name)))
+    best = max(results, key=lambda name: (results[name], -checkpoints.index(exports / name)))
     selection = {
         "benchmark": args.benchmark,
         "accuracy": results,
         "best": best,
-        "best_dir": str(run / "export" / best),
+        "best_dir": str(exports / best),
     }
     (run / "eval").mkdir(parents=True, exist_ok=True)
     (run / "eval" / "selection.json").write_text(json.dumps(selection, indent=2) + "\n", encoding="utf-8")
@@ -263,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("select", help="pick the best exported checkpoint of a run")
-    p.add_argument("--run", required=True, help="training run directory with export/step_*/")
+    p.add_argument(
+        "--run", required=True, help="training run directory (the trainer's workdir, with hf/step_N/ exports)"
+    )
     p.add_argument("--benchmark", default="oneshotcft_math-500-validation", choices=sorted(BENCHMARKS))
     _add_generation_args(p)
     _add_grading_args(p)

@@ -129,16 +129,18 @@ def test_transformers_backend_end_to_end_on_smollm2(smollm2_transformers_dir: Pa
 
 @pytest.mark.slow
 def test_select_names_the_best_exported_checkpoint(smollm2_transformers_dir: Path, tmp_path: Path, capsys):
-    for step in ("step_000010", "step_000020"):
-        shutil.copytree(smollm2_transformers_dir, tmp_path / "export" / step)
+    # The trainer's layout, WORKDIR/hf/step_N; step_10 sorts after step_2 by step, before it by name.
+    for step in ("step_10", "step_2"):
+        shutil.copytree(smollm2_transformers_dir, tmp_path / "hf" / step)
     main(
         ["select", "--run", str(tmp_path), "--benchmark", "gsm8k", "--backend", "transformers"]
         + ["--limit", "1", "--max-new-tokens", "2", "--workers", "1"]
     )
     selection = json.loads((tmp_path / "eval" / "selection.json").read_text())
     # Identical weights score the same; the tie goes to the earlier checkpoint.
-    assert selection["best"] == "step_000010"
-    assert set(selection["accuracy"]) == {"step_000010", "step_000020"}
+    assert selection["best"] == "step_2"
+    assert selection["best_dir"] == str(tmp_path / "hf" / "step_2")
+    assert set(selection["accuracy"]) == {"step_2", "step_10"}
 
 
 def _vllm_and_gpu() -> str | None:
