@@ -8,26 +8,29 @@ its half of every global batch. Checked against real runs:
     process 0 writes): one export, the one-process run's tensors, and bit for bit the single-process
     export of the two-process run's own final checkpoint;
   - both processes stopped at step 3 and restarted from the checkpoint continue exactly: losses and
-    final parameters equal a two-process run that was never stopped, which needs every process's
-    own data iterator state (`data_iter/process_{i}-of-2.json`).
+    final parameters (their export) equal a two-process run that was never stopped, which needs every
+    process's own data iterator state (`data_iter/process_{i}-of-2.json`). That run's work directory
+    is a `gs://` bucket, as on a TPU pod whose slice may be recreated (a GCS JSON-API server on
+    127.0.0.1, `tests/gcs_server.py`): both processes write their checkpoint shards, data states and
+    metrics there and restore from it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from cft_jax.convert.checkpoint import load_params
 from cft_jax.models.hf import HFCheckpoint, export_hf
 from cft_jax.training.metrics import read_jsonl
+from tests.gcs_server import GCSServer
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 150
@@ -53,10 +56,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(workdir: Path, cache: Path, *, processes: int, devices_per_process: int, extra=()) -> None:
+def run(
+    workdir: Path | str, cache: Path, *, processes: int, devices_per_process: int, extra=(), env=None
+) -> None:
     """Runs the trainer as `processes` processes to completion; kills them all if one fails or hangs."""
     base = {
         **os.environ,
+        **(env or {}),
         "JAX_PLATFORMS": "cpu",
         "JAX_COMPILATION_CACHE_DIR": str(cache),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
@@ -91,14 +97,6 @@ def losses(workdir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_jsonl(workdir / "metrics.jsonl")}
 
 
-def params(workdir: Path, step: int) -> list[np.ndarray]:
-    """The saved parameters as host arrays (their saved sharding spans processes that are gone)."""
-    checkpointer, path = ocp.PyTreeCheckpointer(), workdir / "checkpoints" / str(step) / "model"
-    structure = checkpointer.metadata(path).item_metadata.tree
-    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), structure)
-    return jax.tree.leaves(checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy)))
-
-
 def hf_export(directory: Path) -> dict[str, np.ndarray]:
     checkpoint = HFCheckpoint(directory)
     return {name: np.asarray(checkpoint.tensor(name)) for name in sorted(checkpoint.location)}
@@ -107,7 +105,7 @@ def hf_export(directory: Path) -> dict[str, np.ndarray]:
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume_exactly(tmp_path):
     cache = tmp_path / "xla_cache"
-    one, two, restarted = tmp_path / "one", tmp_path / "two", tmp_path / "restarted"
+    one, two = tmp_path / "one", tmp_path / "two"
 
     export = ["--config.export.at_end=true"]
     run(one, cache, processes=1, devices_per_process=2, extra=export)
@@ -136,10 +134,20 @@ def test_two_processes_match_one_and_resume_exactly(tmp_path):
     for name in reference:
         np.testing.assert_array_equal(weights[name], reference[name], err_msg=name)
 
-    run(restarted, cache, processes=2, devices_per_process=1, extra=["--config.training.halt_at_step=3"])
-    states = sorted(p.name for p in (restarted / "checkpoints" / "3" / "data_iter").glob("process_*"))
-    assert states == ["process_0-of-2.json", "process_1-of-2.json"]
-    run(restarted, cache, processes=2, devices_per_process=1)
-    assert losses(restarted) == losses(two)
-    for a, b in zip(params(restarted, 6), params(two, 6), strict=True):
-        np.testing.assert_array_equal(a, b)
+    # A pod's restart (launch/tpu/babysit.sh): both processes stopped at step 3, restarted from the
+    # checkpoint, which lives in a bucket as on a pod (tests/gcs_server.py on 127.0.0.1).
+    with GCSServer(buckets=("cft",)) as gcs:
+        restarted = "gs://cft/restarted"
+        halt = ["--config.training.halt_at_step=3"]
+        run(restarted, cache, processes=2, devices_per_process=1, extra=halt, env=gcs.environment())
+        states = sorted(
+            n for _, n in gcs.objects if n.startswith("restarted/checkpoints/3/data_iter/process_")
+        )
+        assert states == [f"restarted/checkpoints/3/data_iter/process_{i}-of-2.json" for i in range(2)]
+        run(restarted, cache, processes=2, devices_per_process=1, extra=export, env=gcs.environment())
+        metrics = gcs.objects[("cft", "restarted/metrics.jsonl")].data.decode().splitlines()
+        assert {r["step"]: r["loss"] for r in map(json.loads, metrics)} == losses(two)
+        # The final weights, as exported by the restarted processes into the bucket: bit for bit.
+        final = gcs.objects[("cft", "restarted/hf/step_6/model.safetensors")].data
+        assert final == (two / "hf" / "step_6" / "model.safetensors").read_bytes()
+        assert gcs.unhandled == []
