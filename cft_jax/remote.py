@@ -6,9 +6,10 @@ a directory — is first copied into a local cache, once per host:
 
     CFT_JAX_CACHE (default ~/.cache/cft_jax) / remote / BUCKET / PATH
 
-A file already there with the remote size is not fetched again, so a restarted or preempted run
-(or every process of one host) pays for the download once. Each file is written to a temporary name
-and renamed into place, so an interrupted copy never passes for a complete one.
+A file already there with the remote size and modification time (copied onto the local file) is not
+fetched again, so a restarted or preempted run (or every process of one host) pays for the download
+once, and a remote file replaced since is fetched anew. Each file is written to a temporary name and
+renamed into place, so an interrupted copy never passes for a complete one.
 """
 
 from __future__ import annotations
@@ -43,11 +44,14 @@ def local_copy(path: str | os.PathLike) -> Path:
         if source.is_dir():
             continue
         target = local / source.name
-        size = source.stat().length
-        if target.is_file() and target.stat().st_size == size:
-            continue
+        remote_stat = source.stat()
+        if target.is_file():
+            here = target.stat()
+            if (here.st_size, int(here.st_mtime)) == (remote_stat.length, int(remote_stat.mtime)):
+                continue
         partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
         with source.open("rb") as src, partial.open("wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 24)
+        os.utime(partial, (remote_stat.mtime, remote_stat.mtime))
         partial.replace(target)
     return local

@@ -59,7 +59,7 @@ class DataConfig:
     # which must be < the model's vocab_size), <|im_start|> tokenized as plain text
     # (templates.with_im_end_eos). Off: such a tokenizer is refused.
     chatml_add_im_end: bool = False
-    tokenizer: str = "qwen2.5"  # a shipped tokenizer name or a local directory
+    tokenizer: str = "qwen2.5"  # a shipped tokenizer name or a directory (local or gs://)
     seq_len: int = 2048
     length_policy: str = "truncate"  # truncate | drop | fail
     packing: bool = False

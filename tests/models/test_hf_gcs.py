@@ -8,6 +8,9 @@ through STORAGE_EMULATOR_HOST, as it would reach any GCS endpoint.
 
 from __future__ import annotations
 
+import time
+
+import fsspec
 import numpy as np
 import pytest
 from flax import nnx
@@ -49,6 +52,12 @@ def test_load_from_a_bucket_equals_a_local_load_and_downloads_once(bucket, tmp_p
 
     load_hf("gs://cft/base")  # a restarted run: nothing fetched again
     assert downloads(bucket) == staged
+    time.sleep(1.1)  # GCS reports modification times in seconds
+    bucket.put("cft", "base/config.json", (local / "config.json").read_bytes())  # replaced, same size
+    # The next run is a new process, which starts without gcsfs's listing cache (the one etils uses).
+    fsspec.filesystem("gcs", finalize_on_close=True).invalidate_cache()
+    load_hf("gs://cft/base")
+    assert downloads(bucket) == staged + 1  # that file only
 
     export_hf(local_model, config, tmp_path / "out", max_shard_size="20KB")
     export_hf(local_model, config, "gs://cft/out", max_shard_size="20KB")
