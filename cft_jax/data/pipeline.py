@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from cft_jax.data import length as length_policy
 from cft_jax.data.packing import PackIterDataset, first_fit_decreasing, make_row, packing_efficiency, pad_row
 from cft_jax.data.prepared import PreparedSource, is_prepared
 from cft_jax.data.records import ReadOptions, ReadReport, RecordError, Rejects, Sample, read_samples
-from cft_jax.data.templates import IM_END, Encoded, Encoder, load_tokenizer, with_im_end_eos
+from cft_jax.data.templates import IM_END, Encoded, Encoder, load_tokenizer
 
 Batch = dict[str, np.ndarray]
 BATCH_KEYS = ("input_ids", "loss_mask", "segment_ids", "positions")
@@ -154,20 +153,6 @@ def check_vocab_fits(cfg: DataConfig, vocab_size: int) -> list[str]:
     ]
 
 
-# What a tokenizer directory holds (as cft_jax.models.hf.TOKENIZER_FILES), and the generation config.
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "generation_config.json",
-)
-
-
 def write_export_tokenizer(cfg: DataConfig, src: str | Path | None, dst: str | Path) -> Path | None:
     """The tokenizer exports must carry when the data changed the tokenizer, written to local dir `dst`.
 
@@ -192,13 +177,7 @@ def write_export_tokenizer(cfg: DataConfig, src: str | Path | None, dst: str | P
     )
     tokenizer = trained
     if has_tokenizer:
-        with tempfile.TemporaryDirectory(prefix="cft_tokenizer_src_") as tmp:
-            for name in _TOKENIZER_FILES:
-                if (source / name).is_file():
-                    (Path(tmp) / name).write_bytes((source / name).read_bytes())
-            from transformers import AutoTokenizer
-
-            tokenizer = with_im_end_eos(AutoTokenizer.from_pretrained(tmp, local_files_only=True))
+        tokenizer = load_tokenizer(str(src), add_im_end=True)  # a gs:// src is staged by cft_jax.remote
         want, got = trained.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(IM_END)
         if got != want:
             raise ValueError(

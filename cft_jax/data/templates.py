@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from etils import epath
 
 from cft_jax.data.records import Sample
 from cft_jax.remote import is_remote, local_copy
@@ -98,8 +97,8 @@ def load_tokenizer(name_or_path: str, *, add_im_end: bool = False) -> Any:
 
     if name_or_path in TOKENIZERS:
         path = tokenizer_dir(name_or_path)
-    elif is_remote(name_or_path) and epath.Path(name_or_path).is_dir():
-        path = local_copy(name_or_path)  # staged once per host (cft_jax.remote)
+    elif is_remote(name_or_path):
+        path = local_copy(name_or_path)  # staged once per host (cft_jax.remote); names a missing one
     else:
         path = Path(name_or_path)
     if not Path(path).is_dir():
