@@ -18,7 +18,6 @@ its half of every global batch. Checked against real runs:
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -31,18 +30,11 @@ from cft_jax.convert.checkpoint import load_params
 from cft_jax.models.hf import HFCheckpoint, export_hf
 from cft_jax.training.metrics import read_jsonl
 from tests.gcs_server import GCSServer
+from tests.trainer_runs import REPO, SMALL_RUN, trainer_env
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 150
 SMALL = [
-    "--config",
-    str(REPO / "configs" / "cpu_demo.py"),
-    "--config.data.seq_len=64",
-    "--config.training.global_batch=4",
-    "--config.training.max_steps=6",
-    "--config.checkpoint.every_steps=3",
-    "--config.checkpoint.async_save=false",
-    "--config.logging.progress_bar=false",
+    *SMALL_RUN,
     "--config.logging.tensorboard=false",
     "--config.export.at_end=false",
     "--config.mesh.data=-1",
@@ -60,14 +52,7 @@ def run(
     workdir: Path | str, cache: Path, *, processes: int, devices_per_process: int, extra=(), env=None
 ) -> None:
     """Runs the trainer as `processes` processes to completion; kills them all if one fails or hangs."""
-    base = {
-        **os.environ,
-        **(env or {}),
-        "JAX_PLATFORMS": "cpu",
-        "JAX_COMPILATION_CACHE_DIR": str(cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
-    }
+    base = trainer_env(cache, devices=devices_per_process, extra=env)
     if processes > 1:
         base.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{free_port()}", JAX_NUM_PROCESSES=str(processes))
     args = [sys.executable, "-m", "cft_jax.train", f"--config.training.workdir={workdir}", *SMALL, *extra]

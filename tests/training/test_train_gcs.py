@@ -14,7 +14,6 @@ and google-cloud-storage (tensorboardX's GCS writer) through STORAGE_EMULATOR_HO
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,35 +22,21 @@ import pytest
 
 from cft_jax.data import asset_path
 from tests.gcs_server import GCSServer
+from tests.trainer_runs import REPO, SMALL_RUN, trainer_env
 
-REPO = Path(__file__).resolve().parents[2]
 BUCKET = "cft"
 DATA = asset_path("realcritic_critiques")
-SMALL = [
-    "--config",
-    str(REPO / "configs" / "cpu_demo.py"),
-    "--config.data.seq_len=64",
-    "--config.training.global_batch=4",
-    "--config.training.max_steps=6",
-    "--config.checkpoint.every_steps=3",
-    "--config.checkpoint.keep=1",
-    "--config.checkpoint.async_save=false",
-    "--config.logging.progress_bar=false",
-    "--config.export.dtype=float32",
-]
+SMALL = [*SMALL_RUN, "--config.checkpoint.keep=1", "--config.export.dtype=float32"]
 
 
 def run(args: list[str], env: dict[str, str], cache: Path) -> str:
-    process_env = {
-        **os.environ,
-        **env,
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-        "JAX_COMPILATION_CACHE_DIR": str(cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    }
     done = subprocess.run(
-        [sys.executable, "-m", *args], cwd=REPO, env=process_env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env=trainer_env(cache, extra=env),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr

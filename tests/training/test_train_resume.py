@@ -6,7 +6,6 @@ they share a persistent compilation cache so only the first process pays for com
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,32 +18,15 @@ import orbax.checkpoint as ocp
 import pytest
 
 from cft_jax.training.metrics import read_jsonl
+from tests.trainer_runs import REPO, SMALL_RUN, trainer_env
 
-REPO = Path(__file__).resolve().parents[2]
-SMALL = [
-    "--config",
-    str(REPO / "configs" / "cpu_demo.py"),
-    "--config.data.seq_len=64",
-    "--config.training.global_batch=4",
-    "--config.training.max_steps=6",
-    "--config.checkpoint.every_steps=3",
-    "--config.checkpoint.async_save=false",
-    "--config.logging.progress_bar=false",
-    "--config.logging.tensorboard=false",
-    "--config.export.at_end=false",
-]
+SMALL = [*SMALL_RUN, "--config.logging.tensorboard=false", "--config.export.at_end=false"]
 
 
 def trainer(workdir: Path, cache: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "JAX_COMPILATION_CACHE_DIR": str(cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-    }
     args = [sys.executable, "-m", "cft_jax.train", f"--config.training.workdir={workdir}", *SMALL]
     return subprocess.Popen(
-        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        args, cwd=REPO, env=trainer_env(cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
 
 
