@@ -151,21 +151,20 @@ class ModelConfig:
             out.update(use_sliding_window=False, sliding_window=None)
         return out
 
+    def _layer_matmul_params(self) -> int:
+        """One layer's matmul kernels: q and o ([hidden, heads * head_dim]), k and v ([hidden, kv_heads *
+        head_dim]), and the MLP's gate, up and down ([hidden, intermediate])."""
+        d, h, k, dh = self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim
+        return d * h * dh * 2 + d * k * dh * 2 + 3 * d * self.intermediate_size
+
     def num_params(self) -> int:
         """Number of parameters, counting a tied embedding once."""
-        d, f, h, k, dh = (
-            self.hidden_size,
-            self.intermediate_size,
-            self.num_heads,
-            self.num_kv_heads,
-            self.head_dim,
-        )
-        attn = d * h * dh * 2 + d * k * dh * 2
+        d, h, k, dh = self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim
+        layer = self._layer_matmul_params() + 2 * d  # + the two norms' scales
         if self.attention_bias:
-            attn += (h + 2 * k) * dh
+            layer += (h + 2 * k) * dh
         if self.qk_norm:
-            attn += 2 * dh
-        layer = attn + 3 * d * f + 2 * d
+            layer += 2 * dh
         embed = self.vocab_size * d * (1 if self.tie_word_embeddings else 2)
         return self.num_layers * layer + embed + d
 
@@ -177,16 +176,8 @@ class ModelConfig:
         2 * 2 * seq * heads * head_dim FLOPs per token and layer forward, halved for the causal mask,
         times 3 for forward + backward.
         """
-        d, f, h, k, dh = (
-            self.hidden_size,
-            self.intermediate_size,
-            self.num_heads,
-            self.num_kv_heads,
-            self.head_dim,
-        )
-        layer_matmul = d * h * dh * 2 + d * k * dh * 2 + 3 * d * f
-        matmul_params = self.num_layers * layer_matmul + d * self.vocab_size
-        attention = 3 * (4 * seq_len * h * dh * self.num_layers) / 2
+        matmul_params = self.num_layers * self._layer_matmul_params() + self.hidden_size * self.vocab_size
+        attention = 3 * (4 * seq_len * self.num_heads * self.head_dim * self.num_layers) / 2
         return 6.0 * matmul_params + attention
 
 

@@ -151,10 +151,9 @@ def truncate_jsonl(path: str | Path | epath.Path, last_step: int) -> str:
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines.pop()
-    kept = [line for line in lines if not _after(line, last_step)]
-    if len(kept) == len(lines) and len("".join(kept)) == len(text):
+    new_text = "".join(line for line in lines if not _after(line, last_step))
+    if new_text == text:
         return text
-    new_text = "".join(kept)
     if is_remote(path):
         path.write_text(new_text)
     else:
