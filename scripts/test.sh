@@ -10,5 +10,9 @@ echo "== ruff"
 ruff check cft_jax tests configs scripts
 echo "== pytest"
 export HF_HUB_OFFLINE=1
-export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=8"
+# 8 simulated devices for the mesh tests, unless the caller chose a count (e.g. to run the suite on 16).
+case "${XLA_FLAGS:-}" in
+  *xla_force_host_platform_device_count*) ;;
+  *) export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=8" ;;
+esac
 exec python -m pytest -m "not gpu and not tpu" "$@"

@@ -9,6 +9,7 @@ from cft_jax.bench.shapes import SHAPES, default_rows, shape_config
 from cft_jax.bench.train_bench import bench_batch, block_causal_mask
 from cft_jax.config import build_config
 from cft_jax.models.config import ModelConfig
+from tests.tolerances import assert_close_to_scale
 
 
 @pytest.mark.parametrize(
@@ -102,4 +103,6 @@ def test_torch_packed_row_equals_segments_alone() -> None:
         for s in range(1, int(batch["segment_ids"].max()) + 1):
             where = torch.from_numpy(np.flatnonzero(batch["segment_ids"][0] == s))
             alone = model(input_ids=ids[:, where]).logits[0]
-            torch.testing.assert_close(packed[where], alone, atol=1e-5, rtol=1e-5)
+            # The same sequence under a block-diagonal mask vs alone: longer rows reduced in another
+            # order (see tests/models/test_decoder_packing.py).
+            assert_close_to_scale(packed[where].numpy(), alone.numpy(), ulps=64)

@@ -1,5 +1,6 @@
 """Real weights: SmolLM2-135M-Instruct converted by our `from-gguf` matches transformers' own GGUF
-loading tensor for tensor, gives the same logits within 1e-3, and answers the capital question."""
+loading tensor for tensor, gives the same logits (within 256 fp32 ulps of their scale, about 6e-4),
+and answers the capital question."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from safetensors.numpy import load_file
 
 from cft_jax.models.generate import greedy_generate
 from cft_jax.models.hf import load_hf
+from tests.tolerances import assert_close_to_scale
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -67,7 +69,7 @@ def test_tokenizer_and_chat_template_match_transformers(tokenizer, prompt_ids, s
     assert tokenizer.eos_token == "<|im_end|>"
 
 
-def test_logits_match_transformers_within_1e_3(smollm2, prompt_ids, smollm2_transformers_dir):
+def test_logits_match_transformers(smollm2, prompt_ids, smollm2_transformers_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -76,7 +78,9 @@ def test_logits_match_transformers_within_1e_3(smollm2, prompt_ids, smollm2_tran
     with torch.no_grad():
         expected = reference(torch.tensor([prompt_ids])).logits.numpy()
     ours = np.asarray(model(jnp.asarray([prompt_ids], jnp.int32)))
-    assert np.abs(ours - expected).max() <= 1e-3
+    # Two libraries, 30 layers of fp32 reductions over 576 hidden units (or 1536 FFN units) each in
+    # their own order: ~8 ulps a layer, in ulps of the logits' scale (~20; seen: 46 ulps).
+    assert_close_to_scale(ours, expected, ulps=256)
 
 
 def test_greedy_answer_is_paris(smollm2, tokenizer, prompt_ids):

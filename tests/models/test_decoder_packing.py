@@ -8,6 +8,7 @@ from flax import nnx
 
 from cft_jax.models import Decoder, ModelConfig
 from cft_jax.models.transformer import segment_positions
+from tests.tolerances import assert_close_to_scale
 
 CONFIG = ModelConfig(
     model_type="qwen3",
@@ -50,7 +51,9 @@ def test_packed_row_equals_sequences_run_one_by_one():
     alone_logits = np.asarray(model(jnp.asarray(alone)))
     start = 0
     for row, sequence in enumerate(sequences):
-        np.testing.assert_allclose(
-            logits[0, start : start + len(sequence)], alone_logits[row, : len(sequence)], atol=1e-5, rtol=0
+        # Masked keys add exact zeros, but the softmax and matmuls run over longer rows, which XLA
+        # tiles and reduces in another order: the bound of a 64-term reordering.
+        assert_close_to_scale(
+            logits[0, start : start + len(sequence)], alone_logits[row, : len(sequence)], ulps=64
         )
         start += len(sequence)

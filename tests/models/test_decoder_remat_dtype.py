@@ -10,6 +10,7 @@ from flax import nnx
 
 from cft_jax.models import Decoder, ModelConfig
 from cft_jax.models.transformer import REMAT_POLICIES
+from tests.tolerances import assert_close_to_scale
 
 CONFIG = ModelConfig(
     model_type="qwen2",
@@ -42,9 +43,11 @@ def no_remat_loss_and_grads() -> tuple[jax.Array, nnx.State]:
 def test_remat_policy_gives_the_same_loss_and_grads(remat, no_remat_loss_and_grads):
     loss, grads = no_remat_loss_and_grads
     remat_loss, remat_grads = loss_and_grads(Decoder(CONFIG, remat=remat, rngs=nnx.Rngs(0)))
-    np.testing.assert_allclose(remat_loss, loss, rtol=1e-6)
+    # Remat recomputes the same operations; XLA may fuse the recomputed forward differently, which
+    # reorders the few-term reductions of each layer (hidden 64): 64 ulps of each tensor's scale.
+    assert_close_to_scale(remat_loss, loss, ulps=64)
     for (path, g), (_, rg) in zip(nnx.to_flat_state(grads), nnx.to_flat_state(remat_grads), strict=True):
-        np.testing.assert_allclose(rg[...], g[...], atol=1e-6, rtol=1e-5, err_msg=str(path))
+        assert_close_to_scale(rg[...], g[...], ulps=64, err_msg=str(path))
 
 
 def test_unknown_remat_policy_is_refused():

@@ -17,6 +17,7 @@ from safetensors import safe_open
 
 from cft_jax.models.hf import INDEX_FILE, HFCheckpoint, export_hf, load_hf, param_leaves
 from cft_jax.training.mesh import make_mesh
+from tests.tolerances import assert_close_to_scale
 
 TOKENS = np.array([[5, 17, 3, 88, 42, 9, 61, 0]], np.int32)
 
@@ -47,7 +48,8 @@ def transformers_logits(directory: Path) -> np.ndarray:
 def test_round_trip_is_bit_exact_and_transformers_loads_it(family, tmp_path, tiny_hf):
     source = tiny_hf(family, tmp_path / "hf")
     model, config = load_hf(source)
-    np.testing.assert_allclose(np.asarray(model(jnp.asarray(TOKENS))), transformers_logits(source), atol=1e-4)
+    # Ours vs transformers on the same weights (see CROSS_LIBRARY_ULPS in test_decoder_parity.py).
+    assert_close_to_scale(np.asarray(model(jnp.asarray(TOKENS))), transformers_logits(source), ulps=128)
 
     export_hf(model, config, tmp_path / "out")
     before, after = hf_tensors(source), hf_tensors(tmp_path / "out")

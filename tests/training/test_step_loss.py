@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from cft_jax.training.step import chunked_token_nll, next_token_targets, summed_loss
+from tests.tolerances import assert_close_to_scale
 from tests.training.conftest import cft_batch, tiny_model
 
 
@@ -27,10 +28,13 @@ def test_chunked_nll_matches_dense_cross_entropy_in_value_and_gradient(chunk):
     def chunked(h, k):
         return (chunked_token_nll(h, k, targets, chunk) * weights).sum()
 
-    np.testing.assert_allclose(jax.jit(chunked)(hidden, kernel), dense(hidden, kernel), rtol=1e-5)
+    # An online log-sum-exp over chunks vs one pass, then a sum of 12 tokens; the gradients sum over
+    # the 96 vocabulary columns (d hidden) or the 12 positions (d kernel) in another order: the
+    # reordering bound of the longest of those sums.
+    assert_close_to_scale(jax.jit(chunked)(hidden, kernel), dense(hidden, kernel), ulps=96)
     ours_grads = jax.jit(jax.grad(chunked, (0, 1)))(hidden, kernel)
     for ours, reference in zip(ours_grads, jax.grad(dense, (0, 1))(hidden, kernel), strict=True):
-        np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-5)
+        assert_close_to_scale(ours, reference, ulps=96)
 
 
 def test_prompt_tokens_get_no_gradient_and_the_final_critique_token_does(tiny_config):
