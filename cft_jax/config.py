@@ -75,7 +75,7 @@ class TrainingSection:
 
 @dataclasses.dataclass
 class MeshSection:
-    """Device mesh axes (`cft_jax.training.mesh.make_mesh`); -1 = all remaining devices."""
+    """Device mesh axes (`cft_jax.models.sharding.make_mesh`); -1 = all remaining devices."""
 
     data: int = 1
     fsdp: int = -1

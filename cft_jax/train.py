@@ -15,7 +15,6 @@ exports (every process takes part in gathering the exported tensors).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
@@ -27,12 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from etils import epath
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
 import cft_jax
 from cft_jax.assets.tokenizers import TOKENIZERS, tokenizer_dir
@@ -41,7 +38,7 @@ from cft_jax.convert.checkpoint import as_path
 from cft_jax.data.pipeline import check_vocab_fits, load_examples, make_iterator, write_export_tokenizer
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf, load_hf
-from cft_jax.models.transformer import Decoder
+from cft_jax.models.sharding import make_mesh
 from cft_jax.training import metrics as metrics_lib
 from cft_jax.training.checkpoint import (
     Checkpointer,
@@ -49,80 +46,25 @@ from cft_jax.training.checkpoint import (
     abstract_with_shardings,
     data_fingerprints,
 )
-from cft_jax.training.mesh import make_mesh, model_shardings
-from cft_jax.training.optimizer import learning_rate_schedule, optimizer_from_config, warmup_steps
-from cft_jax.training.step import eval_step, model_parts, train_step
+from cft_jax.training.state import TrainStep, decoder_options, init_params
+from cft_jax.training.step import model_parts
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_smollm2.py"
-BATCH_AXES = ("data", "fsdp")
 
 
-def build_model(config: TrainConfig, mesh: Mesh) -> tuple[nnx.Module, ModelConfig]:
-    """The Decoder with its parameters already sharded on `mesh`: HF weights, or a random init."""
-    section = config.model
-    dtypes = {
-        "param_dtype": jnp.dtype(section.param_dtype),
-        "compute_dtype": jnp.dtype(section.compute_dtype),
-    }
-    options = {"remat": section.remat, "attention_impl": section.attention_impl}
-    if section.hf_path:
-        model, model_config = load_hf(
-            section.hf_path,
-            dtype=dtypes["param_dtype"],
-            compute_dtype=dtypes["compute_dtype"],
-            mesh=mesh,
-            **options,
-        )
-        return model, model_config
-    model_config = ModelConfig.from_hf(section.init_config)
-
-    def init() -> Decoder:
-        return Decoder(model_config, **dtypes, **options, rngs=nnx.Rngs(config.training.seed))
-
-    # Initialise straight into the sharded layout: no host ever holds the whole model.
-    abstract = nnx.eval_shape(init)
-    graphdef, abstract_state = nnx.split(abstract)
-    state = jax.jit(lambda: nnx.state(init()), out_shardings=model_shardings(abstract_state, mesh))()
-    return nnx.merge(graphdef, state), model_config
+def build_model(config: TrainConfig, mesh: Mesh) -> tuple[nnx.GraphDef, nnx.State, nnx.State, ModelConfig]:
+    """(graphdef, parameters already sharded on `mesh`, the rest, model config): HF weights or random init."""
+    if config.model.hf_path:
+        model, model_config = load_hf(config.model.hf_path, mesh=mesh, **hf_options(config))
+        return (*model_parts(model), model_config)
+    model_config = ModelConfig.from_hf(config.model.init_config)
+    return (*init_params(config, model_config, mesh), model_config)
 
 
-def optimizer_shardings(tx: optax.GradientTransformation, params: nnx.State, mesh: Mesh) -> Any:
-    """The optimizer state's shardings: moments laid out as their parameters, counters replicated."""
-    param_shardings = jax.tree.map(lambda x: x.sharding, params)
-    abstract = jax.eval_shape(tx.init, params)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    return optax.tree_map_params(
-        tx, lambda _, sharding: sharding, abstract, param_shardings, transform_non_params=lambda _: replicated
-    )
-
-
-def compile_train_step(
-    config: TrainConfig,
-    graphdef: nnx.GraphDef,
-    rest: nnx.State,
-    tx: optax.GradientTransformation,
-    schedule: optax.Schedule,
-    param_shardings: Any,
-    opt_shardings: Any,
-    batch_sharding: NamedSharding,
-):
-    """The jitted update: (params, opt_state, batch) -> (params, opt_state, metrics), state donated."""
-    step = functools.partial(
-        train_step,
-        graphdef=graphdef,
-        rest=rest,
-        tx=tx,
-        schedule=schedule,
-        accumulation_steps=config.training.accumulation_steps,
-        vocab_chunk=config.training.vocab_chunk,
-    )
-    replicated = NamedSharding(batch_sharding.mesh, PartitionSpec())
-    return jax.jit(
-        step,
-        in_shardings=(param_shardings, opt_shardings, batch_sharding),
-        out_shardings=(param_shardings, opt_shardings, replicated),
-        donate_argnums=(0, 1),
-    )
+def hf_options(config: TrainConfig) -> dict[str, Any]:
+    """`load_hf` keyword arguments for the config's dtypes, remat and attention."""
+    options = decoder_options(config)
+    return {"dtype": options.pop("param_dtype"), **options}
 
 
 def global_batch(host_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
@@ -182,13 +124,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Runs (or resumes) the training described by `config`; returns the last step's metrics."""
     workdir = as_path(config.training.workdir)
     mesh = make_mesh(*resolve_mesh(config.mesh, jax.device_count()))
-    batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXES, None))
 
-    model, model_config = build_model(config, mesh)
+    graphdef, params, rest, model_config = build_model(config, mesh)
     if unfit := check_vocab_fits(config.data, model_config.vocab_size):  # hf_path's vocab is known only now
         raise ValueError("; ".join(unfit))
-    graphdef, params, rest = model_parts(model)
-    del model
 
     per_host_batch = config.training.global_batch // jax.process_count()
     train_iter = make_iterator(
@@ -198,26 +137,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         process_count=jax.process_count(),
     )
     steps = total_steps(config, train_iter.batches_per_epoch)
-    o = config.optimizer
-    schedule = learning_rate_schedule(
-        o.lr,
-        steps,
-        schedule=o.schedule,
-        warmup=warmup_steps(steps, o.warmup_ratio, o.warmup_steps),
-        min_lr_ratio=o.min_lr_ratio,
-    )
-    tx = optimizer_from_config(o, schedule)
-
-    param_shardings = jax.tree.map(lambda x: x.sharding, params)
-    opt_shardings = optimizer_shardings(tx, params, mesh)
-    opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
-    step_fn = compile_train_step(
-        config, graphdef, rest, tx, schedule, param_shardings, opt_shardings, batch_sharding
-    )
-    eval_fn = jax.jit(
-        functools.partial(eval_step, graphdef=graphdef, rest=rest, vocab_chunk=config.training.vocab_chunk),
-        in_shardings=(param_shardings, batch_sharding),
-    )
+    step_fn = TrainStep.build(config, mesh, graphdef, rest, params, steps)
+    opt_state = step_fn.init_optimizer(params)
+    batch_sharding = step_fn.batch_sharding
 
     checkpointer = Checkpointer(
         workdir / "checkpoints", keep=config.checkpoint.keep, async_save=config.checkpoint.async_save
@@ -237,8 +159,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if latest is not None:
         params, opt_state, data_state, saved_meta = checkpointer.restore(
             latest,
-            abstract_params=abstract_with_shardings(params, param_shardings),
-            abstract_opt_state=abstract_with_shardings(opt_state, opt_shardings),
+            abstract_params=abstract_with_shardings(params, step_fn.param_shardings),
+            abstract_opt_state=abstract_with_shardings(opt_state, step_fn.opt_shardings),
         )
         train_iter.set_state(data_state)
         step = latest
@@ -316,7 +238,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             record["mfu"] = metrics_lib.mfu(flops_per_token, record["tokens_per_s"], jax.device_count(), peak)
             if eval_iter is not None and step % config.evaluation.every_steps == 0:
                 record["eval_loss"] = evaluate(
-                    eval_fn, params, eval_iter, batch_sharding, config.evaluation.num_batches
+                    step_fn.evaluate, params, eval_iter, batch_sharding, config.evaluation.num_batches
                 )
             if step % config.logging.every_steps == 0 or "eval_loss" in record:
                 writer.write(step, record, advance=step - last_logged)

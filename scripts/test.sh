@@ -15,4 +15,6 @@ case "${XLA_FLAGS:-}" in
   *xla_force_host_platform_device_count*) ;;
   *) export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=8" ;;
 esac
+# The tests run on the CPU; with libtpu installed (the aot extra) JAX would otherwise probe for a TPU.
+export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 exec python -m pytest -m "not gpu and not tpu" "$@"

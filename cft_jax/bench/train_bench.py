@@ -21,18 +21,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
 from cft_jax.config import TrainConfig, resolve_mesh
 from cft_jax.data.packing import make_row
 from cft_jax.models.attention_kernels import choose_attention, target_backend
 from cft_jax.models.config import ModelConfig
-from cft_jax.train import compile_train_step, global_batch, optimizer_shardings
-from cft_jax.training.mesh import make_mesh, model_shardings
+from cft_jax.models.sharding import make_mesh
+from cft_jax.train import global_batch
 from cft_jax.training.metrics import mfu, peak_flops_per_device
-from cft_jax.training.optimizer import learning_rate_schedule, optimizer_from_config
-from cft_jax.training.step import model_parts
+from cft_jax.training.state import TrainStep, init_params
 
 
 def bench_batch(rows: int, seq_len: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -80,60 +77,33 @@ def model_config_of(config: TrainConfig) -> ModelConfig:
 
 def bench_jax(config: TrainConfig, batch: dict[str, np.ndarray], steps: int, warmup: int) -> dict[str, Any]:
     """tokens/s, MFU, memory and compile time of our train step (one update per batch, no accumulation)."""
-    from cft_jax.models.transformer import Decoder
 
     model_config = model_config_of(config)
     mesh = make_mesh(*resolve_mesh(config.mesh, jax.device_count()))
-    dtypes = {
-        "param_dtype": jnp.dtype(config.model.param_dtype),
-        "compute_dtype": jnp.dtype(config.model.compute_dtype),
-    }
-
-    def init() -> Decoder:
-        return Decoder(
-            model_config,
-            **dtypes,
-            remat=config.model.remat,
-            attention_impl=config.model.attention_impl,
-            rngs=nnx.Rngs(0),
-        )
-
     rows, seq = batch["input_ids"].shape
     q = jax.ShapeDtypeStruct(
-        (rows, seq, model_config.num_heads, model_config.head_dim), dtypes["compute_dtype"]
+        (rows, seq, model_config.num_heads, model_config.head_dim), jnp.dtype(config.model.compute_dtype)
     )
     k = jax.ShapeDtypeStruct((rows, seq, model_config.num_kv_heads, model_config.head_dim), q.dtype)
     attention = choose_attention(config.model.attention_impl, q, k, target_backend(), mesh.abstract_mesh)
-    abstract = nnx.eval_shape(init)
-    graphdef, abstract_state = nnx.split(abstract)
-    state = jax.jit(lambda: nnx.state(init()), out_shardings=model_shardings(abstract_state, mesh))()
-    graphdef, params, rest = model_parts(nnx.merge(graphdef, state))
-    schedule = learning_rate_schedule(config.optimizer.lr, 1000, schedule="constant")
-    tx = optimizer_from_config(config.optimizer, schedule)
-    opt_shardings = optimizer_shardings(tx, params, mesh)
-    opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
-    batch_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
+    graphdef, params, rest = init_params(config, model_config, mesh)
     # The batch is one micro-batch: time one update of it, without accumulation.
     one_update = dataclasses.replace(
         config, training=dataclasses.replace(config.training, accumulation_steps=1)
     )
-    param_shardings = jax.tree.map(lambda x: x.sharding, params)
-    step = compile_train_step(
-        one_update, graphdef, rest, tx, schedule, param_shardings, opt_shardings, batch_sharding
-    )
-    device_batch = global_batch(batch, batch_sharding)
-    # The ambient mesh lets a fused attention kernel run per device under shard_map.
-    with jax.set_mesh(mesh):
+    step = TrainStep.build(one_update, mesh, graphdef, rest, params, total_steps=1000)
+    opt_state = step.init_optimizer(params)
+    device_batch = global_batch(batch, step.batch_sharding)
+    start = time.perf_counter()
+    compiled = step.lower(params, opt_state, device_batch).compile()
+    compile_time = time.perf_counter() - start
+    times = []
+    for i in range(warmup + steps):
         start = time.perf_counter()
-        compiled = step.lower(params, opt_state, device_batch).compile()
-        compile_time = time.perf_counter() - start
-        times = []
-        for i in range(warmup + steps):
-            start = time.perf_counter()
-            params, opt_state, metrics = compiled(params, opt_state, device_batch)
-            float(metrics["loss"])
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
+        params, opt_state, metrics = compiled(params, opt_state, device_batch)
+        float(metrics["loss"])
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
     step_time = float(np.median(times))
     memory = compiled.memory_analysis()
     device = jax.devices()[0]

@@ -27,9 +27,9 @@ from flax import nnx
 
 from cft_jax.models.config import ConfigError, ModelConfig
 from cft_jax.models.hf import copy_tokenizer, param_leaves
+from cft_jax.models.sharding import model_shardings
 from cft_jax.models.transformer import Decoder
 from cft_jax.remote import is_remote
-from cft_jax.training.mesh import model_shardings
 
 MODEL_ITEM = "model"
 HF_ASSETS = "hf"

@@ -40,9 +40,9 @@ from jax.experimental import multihost_utils
 from safetensors.numpy import save_file
 
 from cft_jax.models.config import ModelConfig
+from cft_jax.models.sharding import model_shardings
 from cft_jax.models.transformer import Decoder
 from cft_jax.remote import is_remote, local_copy
-from cft_jax.training.mesh import model_shardings
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"

@@ -4,7 +4,7 @@ Numerics follow transformers' Llama/Qwen2/Qwen3 code: RMSNorm normalises in floa
 before the scale, RoPE rotates halves (not interleaved pairs) with inverse frequencies computed in
 float32 exactly as `transformers.modeling_rope_utils` does for each scaling type, and attention scales
 by 1/sqrt(head_dim). Parameters are stored in `param_dtype` and cast to `compute_dtype` where used.
-Every parameter carries its logical axis names as `out_sharding` metadata (see training/mesh.py).
+Every parameter carries its logical axis names as `out_sharding` metadata (see models/sharding.py).
 """
 
 from __future__ import annotations
@@ -19,8 +19,13 @@ from flax import nnx
 
 from cft_jax.models.attention import get_attention
 from cft_jax.models.config import ModelConfig
+from cft_jax.models.sharding import constrain, placed_value
 
 Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
+
+# Logical axes of the activations (models/sharding.py): the batch is split, the hidden dimension whole.
+HIDDEN_AXES = ("batch", "seq", "activation_embed")
+MLP_AXES = ("batch", "seq", "mlp")
 
 # transformers' `initializer_range` default; checkpoints overwrite it, training from scratch uses it.
 DEFAULT_INIT = nnx.initializers.normal(stddev=0.02)
@@ -58,7 +63,7 @@ class Embed(nnx.Module):
 
     def __call__(self, input_ids: jax.Array) -> jax.Array:
         """[batch, seq] int -> [batch, seq, hidden] in the parameter dtype."""
-        return jnp.take(self.embedding[...], input_ids, axis=0)
+        return jnp.take(placed_value(self.embedding), input_ids, axis=0)
 
 
 def rope_inv_freq(config: ModelConfig, seq_len: jax.Array | None = None) -> jax.Array:
@@ -143,10 +148,10 @@ class Projection(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = jnp.einsum(
-            self.equation, x.astype(self.compute_dtype), self.kernel[...].astype(self.compute_dtype)
+            self.equation, x.astype(self.compute_dtype), placed_value(self.kernel).astype(self.compute_dtype)
         )
         if self.bias is not None:
-            y = y + self.bias[...].astype(self.compute_dtype)
+            y = y + placed_value(self.bias).astype(self.compute_dtype)
         return y
 
 
@@ -164,7 +169,8 @@ class MLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """[batch, seq, hidden] -> [batch, seq, hidden]."""
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = constrain(self.gate_proj(x), MLP_AXES), constrain(self.up_proj(x), MLP_AXES)
+        return constrain(self.down_proj(jax.nn.silu(gate) * up), HIDDEN_AXES)
 
 
 class Attention(nnx.Module):
@@ -200,11 +206,15 @@ class Attention(nnx.Module):
         self.q_norm = RMSNorm(dh, config.rms_norm_eps, **norm) if config.qk_norm else None
         self.k_norm = RMSNorm(dh, config.rms_norm_eps, **norm) if config.qk_norm else None
         self.attention_fn = get_attention(attention_impl)
+        self.q_axes = ("batch", "seq", "q_heads", "head_dim")
+        self.kv_axes = ("batch", "seq", "kv_heads", "head_dim")
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
         """x: [batch, seq, hidden]; cos, sin: [batch, seq, head_dim]; segment_ids: [batch, seq]."""
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = constrain(self.q_proj(x), self.q_axes)
+        k, v = constrain(self.k_proj(x), self.kv_axes), constrain(self.v_proj(x), self.kv_axes)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        return self.o_proj(self.attention_fn(q, k, v, segment_ids))
+        out = constrain(self.attention_fn(q, k, v, segment_ids), self.q_axes)
+        return constrain(self.o_proj(out), HIDDEN_AXES)

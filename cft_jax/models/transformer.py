@@ -14,7 +14,17 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from cft_jax.models.config import ModelConfig
-from cft_jax.models.layers import DEFAULT_INIT, MLP, Attention, Embed, RMSNorm, param, rope_cos_sin
+from cft_jax.models.layers import (
+    DEFAULT_INIT,
+    HIDDEN_AXES,
+    MLP,
+    Attention,
+    Embed,
+    RMSNorm,
+    param,
+    rope_cos_sin,
+)
+from cft_jax.models.sharding import constrain, placed_value
 
 # The name of each layer's input, which the "offload" policy keeps in host memory.
 LAYER_INPUT = "layer_input"
@@ -138,10 +148,11 @@ class Decoder(nnx.Module):
         if positions is None:
             positions = segment_positions(segment_ids)
         cos, sin = rope_cos_sin(self.config, positions)
-        x = self.embed(input_ids).astype(self.compute_dtype)
+        x = constrain(self.embed(input_ids).astype(self.compute_dtype), HIDDEN_AXES)
 
         def apply_layer(x: jax.Array, layer: DecoderLayer) -> jax.Array:
-            return layer(checkpoint_name(x, LAYER_INPUT), cos, sin, segment_ids)
+            x = constrain(x, HIDDEN_AXES)
+            return constrain(layer(checkpoint_name(x, LAYER_INPUT), cos, sin, segment_ids), HIDDEN_AXES)
 
         if self.remat != "none":
             apply_layer = nnx.remat(apply_layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
@@ -151,13 +162,13 @@ class Decoder(nnx.Module):
             out_axes=nnx.Carry,
             transform_metadata={nnx.PARTITION_NAME: "layers"},
         )
-        return self.final_norm(scan(x, self.layers))
+        return constrain(self.final_norm(scan(x, self.layers)), HIDDEN_AXES)
 
     def unembed_kernel(self) -> jax.Array:
         """[hidden, vocab] LM head in the parameter dtype: the embedding transposed when tied."""
         if self.lm_head is None:
-            return self.embed.embedding[...].T
-        return self.lm_head.kernel[...]
+            return placed_value(self.embed.embedding).T
+        return placed_value(self.lm_head.kernel)
 
     def __call__(
         self, input_ids: jax.Array, positions: jax.Array | None = None, segment_ids: jax.Array | None = None

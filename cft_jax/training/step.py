@@ -21,50 +21,70 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from cft_jax.models.sharding import constrain, constrain_state
+
 Batch = dict[str, jax.Array]
 
 
-def _chunk_bounds(vocab: int, chunk: int, index: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Start column of chunk `index` and the first column it owns.
+# Logical axes (models/sharding.py) of the loss's arrays: a chunk of kernel columns is gathered whole
+# over its hidden dimension (FSDP), the logits stay split over the batch.
+CHUNK_AXES = (None, "embed", "vocab")
+COLUMN_AXES = ("activation_embed", "vocab")
+LOGIT_AXES = ("batch", "seq", "vocab")
+HIDDEN_AXES = ("batch", "seq", "activation_embed")
 
-    The last chunk is shifted left to stay inside the vocabulary (no padded copy of the kernel); the
-    columns it shares with the previous chunk are masked out so each column is counted once.
+
+def vocab_chunks(vocab: int, chunk: int) -> tuple[int, int]:
+    """(full chunks, columns left over): the loss computes each of the `vocab` columns exactly once."""
+    chunk = min(chunk, vocab)
+    return vocab // chunk, vocab % chunk
+
+
+def _split_kernel(kernel: jax.Array, chunk: int, dtype: jnp.dtype) -> tuple[jax.Array, jax.Array | None]:
+    """[hidden, vocab] -> ([chunks, hidden, chunk] in `dtype`, the [hidden, rest] remainder or None).
+
+    The chunks are the scan's inputs, sliced per iteration as the stacked layers are, so each
+    iteration all-gathers one chunk (a loop-invariant kernel indexed inside the loop is gathered
+    whole in every iteration instead). The copy is split like the kernel: 1/fsdp of it per device.
     """
-    owned_from = index * chunk
-    return jnp.minimum(owned_from, vocab - chunk), owned_from
+    hidden, vocab = kernel.shape
+    full, rest = vocab_chunks(vocab, chunk)
+    chunk = min(chunk, vocab)
+    kernel = kernel.astype(dtype)
+    body = kernel[:, : full * chunk].reshape(hidden, full, chunk).swapaxes(0, 1)
+    return constrain(body, CHUNK_AXES), (kernel[:, full * chunk :] if rest else None)
 
 
-def _chunk_logits(hidden: jax.Array, kernel: jax.Array, start: jax.Array, chunk: int) -> jax.Array:
-    """fp32 logits [batch, seq, chunk] of vocabulary columns start..start+chunk."""
-    columns = jax.lax.dynamic_slice_in_dim(kernel, start, chunk, axis=1).astype(hidden.dtype)
-    return jnp.einsum("bsd,dc->bsc", hidden, columns, preferred_element_type=jnp.float32)
+def _logits(hidden: jax.Array, columns: jax.Array) -> jax.Array:
+    """fp32 logits [batch, seq, width] of one chunk of columns [hidden, width] (compute-dtype inputs)."""
+    columns = constrain(columns, COLUMN_AXES)
+    return constrain(
+        jnp.einsum("bsd,dc->bsc", hidden, columns, preferred_element_type=jnp.float32), LOGIT_AXES
+    )
 
 
 def _forward(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, chunk: int):
-    vocab = kernel.shape[1]
-    num_chunks = -(-vocab // chunk)
-    batch_shape = targets.shape
+    chunks, rest = _split_kernel(kernel, chunk, hidden.dtype)
+    width = chunks.shape[-1]
 
-    def body(carry, index):
+    def accumulate(carry, columns_and_start):
         running_max, running_sum, target_logit = carry
-        start, owned_from = _chunk_bounds(vocab, chunk, index)
-        column = start + jnp.arange(chunk)
-        logits = _chunk_logits(hidden, kernel, start, chunk)
-        logits = jnp.where(column >= owned_from, logits, -jnp.inf)
+        columns, start = columns_and_start
+        logits = _logits(hidden, columns)
         new_max = jnp.maximum(running_max, logits.max(axis=-1))
         running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.exp(logits - new_max[..., None]).sum(
             axis=-1
         )
-        hit = (column == targets[..., None]) & (column >= owned_from)
-        target_logit = target_logit + jnp.where(hit, logits, 0.0).sum(axis=-1)
+        column = start + jnp.arange(columns.shape[-1])
+        target_logit = target_logit + jnp.where(column == targets[..., None], logits, 0.0).sum(axis=-1)
         return (new_max, running_sum, target_logit), None
 
-    init = (
-        jnp.full(batch_shape, -jnp.inf, jnp.float32),
-        jnp.zeros(batch_shape, jnp.float32),
-        jnp.zeros(batch_shape, jnp.float32),
-    )
-    (running_max, running_sum, target_logit), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
+    init = tuple(jnp.full(targets.shape, value, jnp.float32) for value in (-jnp.inf, 0.0, 0.0))
+    starts = jnp.arange(chunks.shape[0]) * width
+    carry, _ = jax.lax.scan(accumulate, init, (chunks, starts))
+    if rest is not None:
+        carry, _ = accumulate(carry, (rest, chunks.shape[0] * width))
+    running_max, running_sum, target_logit = carry
     log_normaliser = running_max + jnp.log(running_sum)
     return log_normaliser - target_logit, log_normaliser
 
@@ -73,8 +93,9 @@ def _forward(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, chunk: in
 def chunked_token_nll(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, chunk: int) -> jax.Array:
     """Per-token negative log-likelihood [batch, seq] (fp32) of `targets` under `hidden @ kernel`.
 
-    hidden: [batch, seq, hidden] in the compute dtype; kernel: [hidden, vocab] (cast to hidden's dtype
-    per chunk); targets: int [batch, seq]; chunk: vocabulary columns per chunk (<= vocab).
+    hidden: [batch, seq, hidden] in the compute dtype; kernel: [hidden, vocab] (cast to hidden's
+    dtype); targets: int [batch, seq]; chunk: vocabulary columns per chunk. Every matmul, forward and
+    backward, takes compute-dtype inputs and accumulates in fp32.
     """
     nll, _ = _forward(hidden, kernel, targets, chunk)
     return nll
@@ -88,31 +109,30 @@ def _nll_fwd(hidden, kernel, targets, chunk):
 def _nll_bwd(chunk, residuals, cotangent):
     """d nll / d logits = softmax - onehot, one chunk at a time: logits are recomputed, never stored."""
     hidden, kernel, targets, log_normaliser = residuals
-    vocab = kernel.shape[1]
-    num_chunks = -(-vocab // chunk)
+    chunks, rest = _split_kernel(kernel, chunk, hidden.dtype)
+    width = chunks.shape[-1]
 
-    def body(carry, index):
-        d_hidden, d_kernel = carry
-        start, owned_from = _chunk_bounds(vocab, chunk, index)
-        column = start + jnp.arange(chunk)
-        owned = column >= owned_from
-        logits = _chunk_logits(hidden, kernel, start, chunk)
-        probs = jnp.where(owned, jnp.exp(logits - log_normaliser[..., None]), 0.0)
-        onehot = (column == targets[..., None]) & owned
-        d_logits = (probs - onehot) * cotangent[..., None]
-        columns = jax.lax.dynamic_slice_in_dim(kernel, start, chunk, axis=1)
+    def gradients(d_hidden, columns_and_start):
+        columns, start = columns_and_start
+        logits = _logits(hidden, columns)
+        probs = jnp.exp(logits - log_normaliser[..., None])
+        onehot = start + jnp.arange(columns.shape[-1]) == targets[..., None]
+        d_logits = ((probs - onehot) * cotangent[..., None]).astype(hidden.dtype)
         d_hidden = d_hidden + jnp.einsum(
-            "bsc,dc->bsd", d_logits, columns.astype(jnp.float32), preferred_element_type=jnp.float32
+            "bsc,dc->bsd", d_logits, constrain(columns, COLUMN_AXES), preferred_element_type=jnp.float32
         )
-        d_columns = jnp.einsum(
-            "bsd,bsc->dc", hidden.astype(jnp.float32), d_logits, preferred_element_type=jnp.float32
-        )
-        current = jax.lax.dynamic_slice_in_dim(d_kernel, start, chunk, axis=1)
-        d_kernel = jax.lax.dynamic_update_slice_in_dim(d_kernel, current + d_columns, start, axis=1)
-        return (d_hidden, d_kernel), None
+        d_columns = jnp.einsum("bsd,bsc->dc", hidden, d_logits, preferred_element_type=jnp.float32)
+        return constrain(d_hidden, HIDDEN_AXES), constrain(d_columns, ("embed", "vocab"))
 
-    init = (jnp.zeros(hidden.shape, jnp.float32), jnp.zeros(kernel.shape, jnp.float32))
-    (d_hidden, d_kernel), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
+    d_hidden = constrain(jnp.zeros(hidden.shape, jnp.float32), HIDDEN_AXES)
+    starts = jnp.arange(chunks.shape[0]) * width
+    d_hidden, d_chunks = jax.lax.scan(gradients, d_hidden, (chunks, starts))
+    # [chunks, hidden, chunk] -> [hidden, chunks * chunk], then the remainder's columns.
+    d_kernel = [d_chunks.swapaxes(0, 1).reshape(kernel.shape[0], -1)]
+    if rest is not None:
+        d_hidden, d_rest = gradients(d_hidden, (rest, chunks.shape[0] * width))
+        d_kernel.append(d_rest)
+    d_kernel = jnp.concatenate(d_kernel, axis=1) if len(d_kernel) > 1 else d_kernel[0]
     return d_hidden.astype(hidden.dtype), d_kernel.astype(kernel.dtype), None
 
 
@@ -182,10 +202,11 @@ def loss_and_grads(
     def accumulate(carry, micro: Batch):
         loss_sum, tokens, grads = carry
         (micro_loss_sum, micro_tokens), micro_grads = grad_fn(params, micro)
-        grads = jax.tree.map(jnp.add, grads, micro_grads)
+        grads = constrain_state(jax.tree.map(jnp.add, grads, micro_grads))
         return (loss_sum + micro_loss_sum, tokens + micro_tokens, grads), None
 
-    zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    # fp32 accumulators laid out as their parameters (sharded), not wherever XLA would put them.
+    zero_grads = constrain_state(jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params))
     init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zero_grads)
     (loss_sum, tokens, grads), _ = jax.lax.scan(
         accumulate, init, split_micro_batches(batch, accumulation_steps)

@@ -20,7 +20,7 @@ from flax import nnx
 from cft_jax.models import Decoder, ModelConfig
 from cft_jax.models.attention import get_attention, xla_attention
 from cft_jax.models.attention_kernels import AUTO_KERNEL, FUSED_KERNELS, choose_attention
-from cft_jax.training.mesh import make_mesh
+from cft_jax.models.sharding import make_mesh
 from tests.tolerances import BF16_EPS, assert_close_to_scale
 
 BATCH, SEQ, HEADS, KV_HEADS, HEAD_DIM = 2, 384, 4, 2, 64

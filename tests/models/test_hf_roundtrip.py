@@ -16,7 +16,7 @@ from jax.sharding import PartitionSpec as P
 from safetensors import safe_open
 
 from cft_jax.models.hf import INDEX_FILE, HFCheckpoint, export_hf, load_hf, param_leaves
-from cft_jax.training.mesh import make_mesh
+from cft_jax.models.sharding import make_mesh
 from tests.tolerances import assert_close_to_scale
 
 TOKENS = np.array([[5, 17, 3, 88, 42, 9, 61, 0]], np.int32)

@@ -17,16 +17,12 @@ import jax
 import jax.numpy as jnp
 import pytest
 from jax import export
-from jax.sharding import NamedSharding, PartitionSpec
 
 from cft_jax.config import build_config
 from cft_jax.models.attention_kernels import FUSED_KERNELS, lowering_for
 from cft_jax.models.config import ModelConfig
-from cft_jax.train import compile_train_step, optimizer_shardings
-from cft_jax.training.mesh import make_mesh, model_shardings
-from cft_jax.training.optimizer import learning_rate_schedule, make_optimizer
-from cft_jax.training.step import model_parts
-from tests.training.conftest import tiny_model
+from cft_jax.models.sharding import make_mesh
+from cft_jax.training.state import TrainStep, abstract_params
 
 # kernel -> (jax.export platform, the custom call its lowering emits)
 TARGETS = {"splash": ("tpu", "tpu_custom_call"), "pallas_gpu": ("cuda", "__gpu$xla.gpu.triton")}
@@ -83,29 +79,11 @@ def test_sharded_train_step_with_auto_attention_lowers_for_the_hardware(name):
         num_devices=8,
     )
     mesh = make_mesh(*mesh_shape, devices=jax.devices()[:8])
-    model = tiny_model(ModelConfig.from_hf(SMALL), attention_impl="auto", remat="full")
-    graphdef, params, rest = model_parts(model)
-    param_shardings = model_shardings(params, mesh)
-    params = jax.device_put(params, param_shardings)
-    schedule = learning_rate_schedule(1e-3, 10, schedule="constant")
-    tx = make_optimizer(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip_norm=1.0)
-    opt_shardings = optimizer_shardings(tx, params, mesh)
-    batch_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
-    step = compile_train_step(
-        config, graphdef, rest, tx, schedule, param_shardings, opt_shardings, batch_sharding
-    )
-
-    def abstract(tree, shardings):
-        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
-
-    opt_state = jax.eval_shape(tx.init, params)
-    batch = {
-        key: jax.ShapeDtypeStruct((8, 256), jnp.int32, sharding=batch_sharding)
-        for key in ("input_ids", "loss_mask", "segment_ids", "positions")
-    }
+    graphdef, params, rest = abstract_params(config, ModelConfig.from_hf(SMALL), mesh)
+    step = TrainStep.build(config, mesh, graphdef, rest, params, total_steps=10)
     with jax.set_mesh(mesh), lowering_for(BACKEND[platform]):
         text = lowered_text(
-            step, platform, abstract(params, param_shardings), abstract(opt_state, opt_shardings), batch
+            step.update_fn, platform, params, step.abstract_opt_state(params), step.abstract_batch(8, 256)
         )
     assert custom_call in text, f"attention_impl='auto' did not pick {name} when lowering for {platform}"
     # Per device under shard_map (Shardy's manual computation), in the forward and the backward pass.

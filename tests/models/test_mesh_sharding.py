@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from cft_jax.models import Decoder, ModelConfig
-from cft_jax.training.mesh import logical_sharding, logical_to_spec, make_mesh, model_shardings, shard_model
+from cft_jax.models.sharding import logical_sharding, logical_to_spec, make_mesh, model_shardings, shard_model
 from tests.tolerances import assert_close_to_scale
 
 CONFIG = ModelConfig(

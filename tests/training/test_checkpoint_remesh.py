@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from cft_jax.train import optimizer_shardings
+from cft_jax.models.sharding import make_mesh, model_shardings
 from cft_jax.training.checkpoint import Checkpointer, abstract_with_shardings
-from cft_jax.training.mesh import make_mesh, model_shardings
 from cft_jax.training.optimizer import learning_rate_schedule, make_optimizer
+from cft_jax.training.state import optimizer_shardings
 from cft_jax.training.step import model_parts
 from tests.training.conftest import tiny_model
 

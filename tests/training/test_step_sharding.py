@@ -7,12 +7,13 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import PartitionSpec
 
 from cft_jax.config import build_config
-from cft_jax.train import compile_train_step, global_batch, optimizer_shardings
-from cft_jax.training.mesh import make_mesh, model_shardings
+from cft_jax.models.sharding import make_mesh, model_shardings
+from cft_jax.train import global_batch
 from cft_jax.training.optimizer import learning_rate_schedule, make_optimizer
+from cft_jax.training.state import TrainStep
 from cft_jax.training.step import model_parts
 from tests.tolerances import FP32_EPS, assert_close_to_scale, scale_atol
 from tests.training.conftest import TINY, cft_batch, tiny_model
@@ -44,13 +45,9 @@ def one_step(mesh_shape, model, batch):
     params = jax.device_put(params, param_shardings)
     schedule = learning_rate_schedule(LR, 10, schedule="constant")
     tx = make_optimizer(schedule, b1=B1, b2=0.999, eps=ADAM_EPS, weight_decay=0.0, clip_norm=1.0)
-    opt_shardings = optimizer_shardings(tx, params, mesh)
-    opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
-    batch_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
-    step = compile_train_step(
-        config, graphdef, rest, tx, schedule, param_shardings, opt_shardings, batch_sharding
-    )
-    batch = global_batch(batch, batch_sharding)
+    step = TrainStep.build(config, mesh, graphdef, rest, params, total_steps=10, tx=tx)
+    opt_state = step.init_optimizer(params)
+    batch = global_batch(batch, step.batch_sharding)
     compiled = step.lower(params, opt_state, batch).compile()
     params, opt_state, metrics = step(params, opt_state, batch)
     return params, opt_state, metrics, compiled, param_shardings

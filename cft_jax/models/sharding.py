@@ -1,10 +1,15 @@
 """The device mesh (data, fsdp, tensor) and the one table that maps logical axes onto it.
 
 Every parameter names its dimensions with logical axes ("embed", "q_heads", ...; see
-docs/models.md). `LOGICAL_AXIS_RULES` says which mesh axes each logical axis is split over; the
-functions below turn those names into `NamedSharding`s. A dimension whose size is not divisible by
-the size of its mesh axes is replicated instead (a 1-kv-head model on tensor=2 keeps its kv heads
-whole), so one table serves every model size.
+docs/models.md), and so does every large activation inside the model (`constrain`). The table says
+which mesh axes each logical axis is split over; the functions below turn those names into
+`NamedSharding`s. A dimension whose size is not divisible by the size of its mesh axes is replicated
+instead (a 1-kv-head model on tensor=2 keeps its kv heads whole), so one table serves every size.
+
+Weights and activations differ in one place: a weight's hidden dimension ("embed") is split over
+"fsdp", while an activation's ("activation_embed") is whole, its batch split over ("data", "fsdp").
+That is FSDP: each layer's weights are all-gathered where they are used and their gradients
+reduce-scattered, and no [batch, seq, hidden] activation is ever summed across devices.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
     "batch": ("data", "fsdp"),
     "seq": None,
     "embed": "fsdp",
+    "activation_embed": None,
     "vocab": "tensor",
     "mlp": "tensor",
     "q_heads": "tensor",
@@ -122,3 +128,43 @@ def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
     state = nnx.state(model)
     nnx.update(model, jax.device_put(state, model_shardings(state, mesh)))
     return model
+
+
+def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
+    """`x` constrained to the sharding its logical `axes` give on the ambient mesh (`jax.set_mesh`).
+
+    Without an ambient mesh (one device, or a model called outside a sharded step) there is nothing
+    to place and `x` is returned as is; the trainer, the bench and `--aot` trace under their mesh,
+    and tests/training/test_step_collectives.py checks the compiled step's collectives.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    return jax.lax.with_sharding_constraint(x, logical_to_spec(axes, mesh, x.shape))
+
+
+def constrain_state(state: Any) -> Any:
+    """Every Variable of `state` (parameters, or gradients shaped like them) constrained to the sharding
+    its logical axes give on the ambient mesh: inside a jitted step, e.g. the gradient accumulator,
+    which would otherwise be free to live replicated. Without an ambient mesh, `state` as is."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return state
+
+    def place(variable: nnx.Variable) -> nnx.Variable:
+        axes = variable.get_metadata().get("out_sharding") or (None,) * len(variable.shape)
+        spec = logical_to_spec(axes, mesh, variable.shape)
+        return variable.replace(jax.lax.with_sharding_constraint(variable[...], spec))
+
+    return jax.tree.map(place, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def placed_value(variable: nnx.Variable) -> jax.Array:
+    """The value of a parameter, constrained to its own sharding where it is used.
+
+    Inside the scanned layers this pins each weight to its FSDP layout at the point of use, so XLA
+    all-gathers it for the matmul and, in the backward pass (a constraint's transpose constrains the
+    cotangent), reduce-scatters its gradient instead of all-reducing a full-size one.
+    """
+    axes = variable.get_metadata().get("out_sharding") or (None,) * len(variable.shape)
+    return constrain(variable[...], axes)

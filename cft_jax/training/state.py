@@ -1,0 +1,200 @@
+"""The train state and the compiled step, built in one place, around real or abstract parameters.
+
+`TrainStep` is what defines the step: the model's graph, the optimizer and its schedule, and the
+shardings of the parameters, the optimizer state and the batch. The trainer builds it around real
+parameters (HF weights or `init_params`); `--aot`, the bench and the tests build it around abstract
+ones (`abstract_params`: shapes, dtypes and shardings, no memory), so what they compile is exactly
+the trainer's step. Every call and lowering runs under the step's mesh (`jax.set_mesh`), which the
+model's activation constraints and the fused attention kernels (shard_map) read while tracing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from cft_jax.config import TrainConfig
+from cft_jax.models.config import ModelConfig
+from cft_jax.models.sharding import model_shardings
+from cft_jax.models.transformer import Decoder
+from cft_jax.training.optimizer import learning_rate_schedule, optimizer_from_config, warmup_steps
+from cft_jax.training.step import eval_step, model_parts, train_step
+
+BATCH_AXES = ("data", "fsdp")
+BATCH_KEYS = ("input_ids", "loss_mask", "segment_ids", "positions")
+
+
+def decoder_options(config: TrainConfig) -> dict[str, Any]:
+    """The `Decoder` keyword arguments the config's model section sets (dtypes, remat, attention)."""
+    section = config.model
+    return {
+        "param_dtype": jnp.dtype(section.param_dtype),
+        "compute_dtype": jnp.dtype(section.compute_dtype),
+        "remat": section.remat,
+        "attention_impl": section.attention_impl,
+    }
+
+
+def _decoder(config: TrainConfig, model_config: ModelConfig):
+    return lambda: Decoder(model_config, **decoder_options(config), rngs=nnx.Rngs(config.training.seed))
+
+
+def abstract_params(
+    config: TrainConfig, model_config: ModelConfig, mesh: Mesh
+) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """(graphdef, parameters as jax.ShapeDtypeStructs carrying their shardings, the rest): no memory."""
+    graphdef, params, rest = model_parts(nnx.eval_shape(_decoder(config, model_config)))
+    shardings = model_shardings(params, mesh)
+    params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), params, shardings)
+    return graphdef, params, rest
+
+
+def init_params(
+    config: TrainConfig, model_config: ModelConfig, mesh: Mesh
+) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """(graphdef, randomly initialised parameters, the rest), initialised straight into their shardings:
+    no host ever holds the whole model."""
+    init = _decoder(config, model_config)
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(init))
+    with jax.set_mesh(mesh):
+        state = jax.jit(lambda: nnx.state(init()), out_shardings=model_shardings(abstract_state, mesh))()
+    return model_parts(nnx.merge(graphdef, state))
+
+
+def schedule_of(config: TrainConfig, total_steps: int) -> optax.Schedule:
+    """The config's learning-rate schedule over `total_steps` updates."""
+    o = config.optimizer
+    return learning_rate_schedule(
+        o.lr,
+        total_steps,
+        schedule=o.schedule,
+        warmup=warmup_steps(total_steps, o.warmup_ratio, o.warmup_steps),
+        min_lr_ratio=o.min_lr_ratio,
+    )
+
+
+def optimizer_shardings(tx: optax.GradientTransformation, params: nnx.State, mesh: Mesh) -> Any:
+    """The optimizer state's shardings: moments laid out as their parameters, counters replicated."""
+    param_shardings = jax.tree.map(lambda x: x.sharding, params)
+    abstract = jax.eval_shape(tx.init, params)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return optax.tree_map_params(
+        tx, lambda _, sharding: sharding, abstract, param_shardings, transform_non_params=lambda _: replicated
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStep:
+    """The jitted update and eval step of one run, with the shardings they take and give.
+
+    Build it with `TrainStep.build`; call it as `step(params, opt_state, batch)`.
+    """
+
+    mesh: Mesh
+    graphdef: nnx.GraphDef
+    rest: nnx.State
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    param_shardings: Any
+    opt_shardings: Any
+    accumulation_steps: int
+    vocab_chunk: int
+
+    @classmethod
+    def build(
+        cls,
+        config: TrainConfig,
+        mesh: Mesh,
+        graphdef: nnx.GraphDef,
+        rest: nnx.State,
+        params: nnx.State,
+        total_steps: int,
+        *,
+        tx: optax.GradientTransformation | None = None,
+    ) -> TrainStep:
+        """The step for `params` (real arrays or ShapeDtypeStructs, already carrying their shardings);
+        `tx` defaults to the config's AdamW over `total_steps` updates."""
+        schedule = schedule_of(config, total_steps)
+        tx = tx or optimizer_from_config(config.optimizer, schedule)
+        return cls(
+            mesh=mesh,
+            graphdef=graphdef,
+            rest=rest,
+            tx=tx,
+            schedule=schedule,
+            param_shardings=jax.tree.map(lambda x: x.sharding, params),
+            opt_shardings=optimizer_shardings(tx, params, mesh),
+            accumulation_steps=config.training.accumulation_steps,
+            vocab_chunk=config.training.vocab_chunk,
+        )
+
+    @property
+    def batch_sharding(self) -> NamedSharding:
+        """[global_batch, seq] arrays: rows split over ("data", "fsdp")."""
+        return NamedSharding(self.mesh, PartitionSpec(BATCH_AXES, None))
+
+    def abstract_batch(self, rows: int, seq_len: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """A global batch of `rows` x `seq_len` int32 arrays, as the pipeline yields, without data."""
+        spec = jax.ShapeDtypeStruct((rows, seq_len), jnp.int32, sharding=self.batch_sharding)
+        return dict.fromkeys(BATCH_KEYS, spec)
+
+    def abstract_opt_state(self, params: nnx.State) -> Any:
+        """The optimizer state of `params` as ShapeDtypeStructs with their shardings."""
+        abstract = jax.eval_shape(self.tx.init, params)
+        return jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, self.opt_shardings
+        )
+
+    def init_optimizer(self, params: nnx.State) -> Any:
+        """AdamW's zero state for `params`, created in its shardings."""
+        return jax.jit(self.tx.init, out_shardings=self.opt_shardings)(params)
+
+    @functools.cached_property
+    def update_fn(self):
+        """The jitted update (params, opt_state, batch) -> (params, opt_state, metrics); trace it under
+        `jax.set_mesh(self.mesh)` (`__call__` and `lower` do)."""
+        step = functools.partial(
+            train_step,
+            graphdef=self.graphdef,
+            rest=self.rest,
+            tx=self.tx,
+            schedule=self.schedule,
+            accumulation_steps=self.accumulation_steps,
+            vocab_chunk=self.vocab_chunk,
+        )
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        return jax.jit(
+            step,
+            in_shardings=(self.param_shardings, self.opt_shardings, self.batch_sharding),
+            out_shardings=(self.param_shardings, self.opt_shardings, replicated),
+            donate_argnums=(0, 1),
+        )
+
+    @functools.cached_property
+    def _eval(self):
+        step = functools.partial(
+            eval_step, graphdef=self.graphdef, rest=self.rest, vocab_chunk=self.vocab_chunk
+        )
+        return jax.jit(step, in_shardings=(self.param_shardings, self.batch_sharding))
+
+    def __call__(self, params: nnx.State, opt_state: Any, batch: dict[str, jax.Array]):
+        """One update: (params, opt_state, batch) -> (params, opt_state, metrics); the state is donated."""
+        with jax.set_mesh(self.mesh):
+            return self.update_fn(params, opt_state, batch)
+
+    def lower(self, params: nnx.State, opt_state: Any, batch: dict[str, Any]) -> jax.stages.Lowered:
+        """The update lowered for these (real or abstract) arguments; `.compile()` it."""
+        with jax.set_mesh(self.mesh):
+            return self.update_fn.lower(params, opt_state, batch)
+
+    def evaluate(self, params: nnx.State, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Summed held-out NLL and target tokens of one batch."""
+        with jax.set_mesh(self.mesh):
+            return self._eval(params, batch)
