@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
+from cft_jax.errors import InputError
 from cft_jax.models.config import ConfigError, ModelConfig
 from cft_jax.models.hf import copy_tokenizer, param_leaves
 from cft_jax.models.transformer import Decoder
@@ -35,7 +36,7 @@ MODEL_ITEM = "model"
 HF_ASSETS = "hf"
 
 
-class OrbaxCheckpointError(ValueError):
+class OrbaxCheckpointError(InputError):
     """A checkpoint directory that does not have the layout above; the message says what is missing."""
 
 

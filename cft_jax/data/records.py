@@ -34,6 +34,7 @@ from typing import Any
 
 from etils import epath
 
+from cft_jax.errors import InputError
 from cft_jax.schema import CritiqueRecord, SolutionRecord, stable_id
 
 FORMATS = ("cft", "solution", "alpaca", "messages")
@@ -64,7 +65,7 @@ class Sample:
     target_field: str = "target"
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A bad record: names the file, the line (or record number), the field and the fix."""
 
     def __init__(self, path: str, line: int, field: str | None, message: str, unit: str = "line"):
@@ -226,7 +227,7 @@ def source_kind(path: str) -> str:
         return "hf"
     if name.endswith(".array_record") or ".array_record-" in name:
         return "array_record"
-    raise ValueError(
+    raise InputError(
         f"{path}: cannot tell how to read this file; use .jsonl, .json, .parquet, .arrow, "
         "a datasets save_to_disk directory, .array_record, or tfds:NAME"
     )
@@ -340,7 +341,7 @@ def _to_sample(obj: dict[str, Any], fmt: str, opts: ReadOptions, where: str) -> 
         return Sample(rid, prompt, output, system, _verdict_of(output), None, where, "output")
     if fmt == "messages":
         return _messages_sample(obj, where)
-    raise ValueError(f"unknown record format {fmt!r}; choose one of {FORMATS} or 'auto'")
+    raise InputError(f"unknown record format {fmt!r}; choose one of {FORMATS} or 'auto'")
 
 
 def _messages_sample(obj: dict[str, Any], where: str) -> Sample:
@@ -414,7 +415,7 @@ def read_samples(
     `rejects` and counted in `report`.
     """
     if opts.objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {opts.objective!r}; choose one of {OBJECTIVES}")
+        raise InputError(f"unknown objective {opts.objective!r}; choose one of {OBJECTIVES}")
     report = report if report is not None else ReadReport()
     rejects = rejects or Rejects(None)
     samples: list[Sample] = []

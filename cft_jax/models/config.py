@@ -16,8 +16,10 @@ from typing import Any
 
 from etils import epath
 
+from cft_jax.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A Hugging Face config this decoder cannot reproduce exactly; the message names the field."""
 
 
