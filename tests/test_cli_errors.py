@@ -76,6 +76,12 @@ CASES: list[Case] = [
         lambda t: f"{t / 'critiques.jsonl'}:2: field 'critique': missing",
     ),
     (
+        "data-check-unknown-tfds-builder",
+        "cft_jax.data",
+        lambda t: ["check", "tfds:no_such_builder", "--tfds-data-dir", str(t)],
+        lambda t: f"tfds:no_such_builder: no prepared TFDS builder 'no_such_builder' in {t}",
+    ),
+    (
         "data-inspect-missing-file",
         "cft_jax.data",
         lambda t: ["inspect", str(t / "nowhere.jsonl")],
@@ -142,6 +148,16 @@ CASES: list[Case] = [
         "cft_jax.convert",
         lambda t: ["export", str(t), str(t / "hf")],
         lambda t: f"{t / 'hf' / 'config.json'}: missing; a cft_jax checkpoint keeps",
+    ),
+    (
+        "convert-import-broken-config",
+        "cft_jax.convert",
+        lambda t: [
+            "import",
+            str(write_lines(t / "config.json", ['{"model_type": "llama",']).parent),
+            str(t / "ck"),
+        ],
+        lambda t: f"{t / 'config.json'}: invalid JSON",
     ),
     (
         "train-bad-key",

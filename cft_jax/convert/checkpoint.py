@@ -86,6 +86,11 @@ def load_params(
     try:
         # Parsed here, not by from_hf's path argument, which reads local files only.
         config = ModelConfig.from_hf(json.loads(config_path.read_text()))
+    except json.JSONDecodeError as e:
+        raise OrbaxCheckpointError(
+            f"{config_path}: invalid JSON ({e.msg} at line {e.lineno}, column {e.colno}); the checkpoint's "
+            "HF config is damaged: restore it from the HF checkpoint it was imported from"
+        ) from None
     except ConfigError as e:
         raise ConfigError(f"{config_path}: {e}") from None
     with ocp.CheckpointManager(

@@ -72,8 +72,11 @@ class PreparedSource:
 
     def __init__(self, path: str, expect: dict[str, Any] | None = None):
         self.path = str(path)
-        self.meta = json.loads(_sidecar(path).read_text())
-        if self.meta.get("format") != PREPARED_FORMAT:
+        try:
+            self.meta = json.loads(_sidecar(path).read_text())
+        except json.JSONDecodeError:
+            self.meta = {}  # refused just below, with the fix
+        if not isinstance(self.meta, dict) or self.meta.get("format") != PREPARED_FORMAT:
             raise InputError(f"{_sidecar(path)}: not a {PREPARED_FORMAT} sidecar; re-run prepare")
         if expect is not None:
             got = self.meta["settings"]

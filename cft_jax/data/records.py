@@ -194,7 +194,13 @@ def _tfds_rows(spec: str, data_dir: str | None) -> Iterator[_Raw]:
     import tensorflow_datasets as tfds
 
     name, _, split = spec[len("tfds:") :].partition(":")
-    builder = tfds.builder(name, data_dir=data_dir)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise InputError(
+            f"{spec}: no prepared TFDS builder {name!r} in {data_dir or 'the default TFDS data directory'}; "
+            "build it (`tfds build`) or give its directory with tfds_data_dir (CLI --tfds-data-dir)"
+        ) from None
     source = builder.as_data_source(split=split or "train")
     for i in range(len(source)):
         yield _Raw(i + 1, {k: _tfds_value(v) for k, v in source[i].items()}, None, "")
