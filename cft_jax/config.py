@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cft_jax.data.pipeline import DataConfig, check_vocab_fits
+from cft_jax.errors import InputError
 
 DTYPES = ("float32", "bfloat16")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config key or value the trainer refuses; the message names every bad key."""
 
 

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cft_jax.errors import InputError
+
 VERDICTS = ("right", "wrong")
 
 
@@ -82,7 +84,7 @@ class ResponseRecord:
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-class JsonlError(ValueError):
+class JsonlError(InputError):
     """A bad JSONL line; the message names the file, the line and what to fix."""
 
     def __init__(self, path: str | os.PathLike, line: int, message: str):
@@ -131,10 +133,12 @@ def from_dict(cls: type, obj: dict[str, Any], where: str = "record") -> Any:
     ]
     missing = [name for name in required if name not in obj]
     if missing:
-        raise ValueError(f"{where}: missing field(s) {missing} for {cls.__name__}")
+        raise InputError(
+            f"{where}: missing field(s) {missing} for {cls.__name__}; every one needs {required}"
+        )
     unknown = sorted(set(obj) - set(fields))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"{where}: unknown field(s) {unknown} for {cls.__name__}; "
             f"known fields are {sorted(fields)} (put extra data under 'provenance')"
         )

@@ -36,6 +36,7 @@ from cft_jax.assets.tokenizers import TOKENIZERS, tokenizer_dir
 from cft_jax.config import ConfigError, TrainConfig, load_config, resolve_mesh
 from cft_jax.convert.checkpoint import as_path
 from cft_jax.data.pipeline import check_vocab_fits, load_examples, make_iterator, write_export_tokenizer
+from cft_jax.errors import run_cli
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf, load_hf
 from cft_jax.models.sharding import make_mesh
@@ -78,7 +79,7 @@ def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
         return config.training.max_steps
     steps = config.data.epochs * batches_per_epoch
     if steps <= 0:
-        raise ValueError(
+        raise ConfigError(
             f"{batches_per_epoch} batches of {config.training.global_batch} rows per epoch: the data is "
             "smaller than one global batch; lower training.global_batch or add data"
         )
@@ -127,7 +128,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     graphdef, params, rest, model_config = build_model(config, mesh)
     if unfit := check_vocab_fits(config.data, model_config.vocab_size):  # hf_path's vocab is known only now
-        raise ValueError("; ".join(unfit))
+        raise ConfigError("; ".join(unfit))
 
     per_host_batch = config.training.global_batch // jax.process_count()
     train_iter = make_iterator(
@@ -367,10 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     if flags.distributed or launched_as_several_processes():
         initialize_distributed()
     num_devices = flags.dry_run_devices or jax.device_count()
-    try:
-        config = load_config(flags.config, overrides, num_devices=num_devices)
-    except ConfigError as error:
-        sys.exit(f"error: {error}")
+    config = load_config(flags.config, overrides, num_devices=num_devices)
     if flags.dry_run:
         print(dry_run_report(config, num_devices))
         return
@@ -378,4 +376,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -12,6 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
+from cft_jax.errors import InputError
+
 _ROOT = Path(__file__).resolve().parent / "tokenizers"
 
 TOKENIZERS = ("qwen2.5", "llama3", "deepseek_llm")
@@ -30,7 +32,7 @@ def tokenizer_dir(name: str) -> Path:
     Unpacks on first use; later calls return the same directory. Set `CFT_JAX_CACHE` to move it.
     """
     if name not in TOKENIZERS:
-        raise ValueError(f"unknown shipped tokenizer {name!r}; choose one of {TOKENIZERS}")
+        raise InputError(f"unknown shipped tokenizer {name!r}; choose one of {TOKENIZERS}")
     src = _ROOT / _FOLDERS[name]
     out = _cache_root() / name
     stamp = out / ".complete"

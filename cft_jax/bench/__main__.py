@@ -19,7 +19,8 @@ import jax
 
 from cft_jax.bench.shapes import SHAPES, default_rows, shape_config
 from cft_jax.bench.train_bench import bench_batch, bench_jax, bench_torch, model_config_of
-from cft_jax.config import ConfigError, build_config, load_config
+from cft_jax.config import build_config, load_config
+from cft_jax.errors import run_cli
 
 
 def _row(r: dict[str, Any]) -> str:
@@ -51,17 +52,14 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Both frameworks share the GPU in this process: JAX must not grab 75% of it before torch runs.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    try:
-        if flags.shape:
-            rows = flags.batch or default_rows(flags.shape, flags.seq, jax.device_count())
-            values = shape_config(flags.shape, flags.seq, rows, backend=jax.default_backend())
-            config = build_config(
-                values, overrides, source=f"--shape {flags.shape}", num_devices=jax.device_count()
-            )
-        else:
-            config = load_config(flags.config, overrides, num_devices=jax.device_count())
-    except (ConfigError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    if flags.shape:
+        rows = flags.batch or default_rows(flags.shape, flags.seq, jax.device_count())
+        values = shape_config(flags.shape, flags.seq, rows, backend=jax.default_backend())
+        config = build_config(
+            values, overrides, source=f"--shape {flags.shape}", num_devices=jax.device_count()
+        )
+    else:
+        config = load_config(flags.config, overrides, num_devices=jax.device_count())
     rows = config.training.global_batch // config.training.accumulation_steps
     model_config = model_config_of(config)
     batch = bench_batch(rows, config.data.seq_len, model_config.vocab_size)
@@ -91,4 +89,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

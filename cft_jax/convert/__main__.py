@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 
-from cft_jax.convert.checkpoint import HF_ASSETS, OrbaxCheckpointError, load_params, save_model
-from cft_jax.convert.from_gguf import GGUFError, convert_gguf
-from cft_jax.models.config import ConfigError
-from cft_jax.models.hf import CheckpointError, export_hf, load_hf, parse_size
+from cft_jax.convert.checkpoint import HF_ASSETS, load_params, save_model
+from cft_jax.convert.from_gguf import convert_gguf
+from cft_jax.errors import run_cli
+from cft_jax.models.hf import export_hf, load_hf, parse_size
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -50,12 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        _run(args)
-    except (CheckpointError, ConfigError, GGUFError, OrbaxCheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    _run(_parser().parse_args(argv))
     return 0
 
 
@@ -81,4 +76,4 @@ def _run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
+from cft_jax.errors import InputError
 from cft_jax.models.config import ConfigError, ModelConfig
 from cft_jax.models.hf import copy_tokenizer, param_leaves
 from cft_jax.models.sharding import model_shardings
@@ -35,7 +36,7 @@ MODEL_ITEM = "model"
 HF_ASSETS = "hf"
 
 
-class OrbaxCheckpointError(ValueError):
+class OrbaxCheckpointError(InputError):
     """A checkpoint directory that does not have the layout above; the message says what is missing."""
 
 
@@ -85,6 +86,11 @@ def load_params(
     try:
         # Parsed here, not by from_hf's path argument, which reads local files only.
         config = ModelConfig.from_hf(json.loads(config_path.read_text()))
+    except json.JSONDecodeError as e:
+        raise OrbaxCheckpointError(
+            f"{config_path}: invalid JSON ({e.msg} at line {e.lineno}, column {e.colno}); the checkpoint's "
+            "HF config is damaged: restore it from the HF checkpoint it was imported from"
+        ) from None
     except ConfigError as e:
         raise ConfigError(f"{config_path}: {e}") from None
     with ocp.CheckpointManager(

@@ -21,11 +21,12 @@ import gguf
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
+from cft_jax.errors import InputError
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import PlannedTensor, write_safetensors
 
 
-class GGUFError(ValueError):
+class GGUFError(InputError):
     """A GGUF file this converter cannot turn into an HF checkpoint; the message names file and field."""
 
 

@@ -17,10 +17,9 @@ from typing import Any
 from cft_jax.critique.client import ConfigError
 from cft_jax.critique.config import SAMPLING_KEYS, retry_from_dict, spec_from_dict
 from cft_jax.critique.runner import failures_path_for
-from cft_jax.schema import JsonlError
+from cft_jax.errors import run_cli
 
 EXIT_FAILED_RECORDS = 3
-EXIT_BAD_INPUT = 2
 
 
 def _model_flags(p: argparse.ArgumentParser, role: str) -> None:
@@ -183,12 +182,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (ConfigError, JsonlError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    return args.run(args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -21,12 +21,14 @@ from typing import Any
 
 import openai
 
+from cft_jax.errors import InputError
+
 # Status codes worth retrying: timeouts, conflicts, rate limits and server errors. Others (400 bad
 # request, 401 bad key, 404 unknown model) fail the same way every time.
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration the user must fix; the message says what and how."""
 
 

@@ -2,7 +2,7 @@
 
 inspect FILE...        counts, token-length percentiles, truncated/dropped, verdict balance,
                        packing efficiency, tokens per epoch, one example with the trained span marked
-check FILE...          validate records only (no tokenizer); non-zero exit on the first bad record
+check FILE...          validate records only (no tokenizer); exit status 2 on the first bad record
 prepare FILE... --out OUT.array_record
                        tokenize once into ArrayRecord; give OUT as a train path afterwards
 contamination FILE...  n-gram overlap of the training questions with the shipped benchmarks
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from collections import Counter
 
 import numpy as np
@@ -21,8 +20,9 @@ import numpy as np
 from cft_jax.data.contamination import contamination_report
 from cft_jax.data.pipeline import DataConfig, _encoding_key, encode_split, training_tokenizer
 from cft_jax.data.prepared import write_prepared
-from cft_jax.data.records import ReadOptions, ReadReport, RecordError, Rejects, read_samples
+from cft_jax.data.records import ReadOptions, ReadReport, Rejects, read_samples
 from cft_jax.data.templates import show_trained_span
+from cft_jax.errors import InputError, run_cli
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -116,17 +116,10 @@ def _inspect(args: argparse.Namespace) -> None:
 def _check(args: argparse.Namespace) -> int:
     report = ReadReport(rejects_path=args.rejects)
     if args.skip_bad and not args.rejects:
-        print("--skip-bad needs --rejects FILE: skipped records must go somewhere", file=sys.stderr)
-        return 2
+        raise InputError("--skip-bad needs --rejects FILE: skipped records must go somewhere")
     rejects = Rejects(args.rejects if args.skip_bad else None)
-    try:
-        opts = ReadOptions(
-            args.format, args.objective, args.sft_only_correct, tfds_data_dir=args.tfds_data_dir
-        )
-        read_samples(args.paths, opts, skip_bad=args.skip_bad, rejects=rejects, report=report)
-    except RecordError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    opts = ReadOptions(args.format, args.objective, args.sft_only_correct, tfds_data_dir=args.tfds_data_dir)
+    read_samples(args.paths, opts, skip_bad=args.skip_bad, rejects=rejects, report=report)
     print(json.dumps(dataclasses.asdict(report), indent=2))
     return 0
 
@@ -185,4 +178,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from cft_jax.errors import InputError
+
 _WORD = re.compile(r"\w+")
 
 
@@ -39,7 +41,7 @@ def contamination_report(
     names = list(BENCHMARKS) if benchmarks is None else benchmarks
     unknown = [b for b in names if b not in BENCHMARKS]
     if unknown:
-        raise ValueError(f"unknown benchmark(s) {unknown}; shipped: {sorted(BENCHMARKS)}")
+        raise InputError(f"unknown benchmark(s) {unknown}; shipped: {sorted(BENCHMARKS)}")
     question_grams = [ngrams(q, n) for q in questions]
     out = {}
     for name in names:

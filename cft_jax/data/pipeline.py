@@ -31,7 +31,8 @@ from cft_jax.data import length as length_policy
 from cft_jax.data.packing import PackIterDataset, first_fit_decreasing, make_row, packing_efficiency, pad_row
 from cft_jax.data.prepared import PreparedSource, is_prepared
 from cft_jax.data.records import ReadOptions, ReadReport, RecordError, Rejects, Sample, read_samples
-from cft_jax.data.templates import IM_END, Encoded, Encoder, load_tokenizer
+from cft_jax.data.templates import IM_END, TOKENIZER_FILES, Encoded, Encoder, load_tokenizer
+from cft_jax.errors import InputError
 
 Batch = dict[str, np.ndarray]
 BATCH_KEYS = ("input_ids", "loss_mask", "segment_ids", "positions")
@@ -172,15 +173,13 @@ def write_export_tokenizer(cfg: DataConfig, src: str | Path | None, dst: str | P
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     source = epath.Path(src) if src is not None else None
-    has_tokenizer = source is not None and any(
-        (source / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-    )
+    has_tokenizer = source is not None and any((source / name).is_file() for name in TOKENIZER_FILES)
     tokenizer = trained
     if has_tokenizer:
         tokenizer = load_tokenizer(str(src), add_im_end=True)  # a gs:// src is staged by cft_jax.remote
         want, got = trained.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(IM_END)
         if got != want:
-            raise ValueError(
+            raise InputError(
                 f"{IM_END} is token {want} in the training data (tokenizer {cfg.tokenizer!r}) but would "
                 f"be {got} in the exported tokenizer from {src}; set data.tokenizer to {str(src)!r} so "
                 "both agree"
@@ -295,7 +294,7 @@ def make_iterator(
         raise ValueError(f"process_index {process_index} not in [0, process_count={process_count})")
     examples, report = load_examples(cfg, "train")
     if len(examples) < process_count:
-        raise ValueError(f"{len(examples)} training examples cannot be shared by {process_count} hosts")
+        raise InputError(f"{len(examples)} training examples cannot be shared by {process_count} hosts")
     ds = grain.MapDataset.source(examples)
     if cfg.shuffle:
         # Shuffle before repeat: Grain reseeds the permutation each epoch.
@@ -385,7 +384,7 @@ def _bins(examples: list[dict[str, np.ndarray]], seq_len: int) -> list[list[int]
 def _split_paths(cfg: DataConfig, split: str) -> list[str]:
     paths = list(cfg.train_paths if split == "train" else cfg.eval_paths)
     if not paths:
-        raise ValueError(f"DataConfig.{split}_paths is empty; give the {split} data files")
+        raise InputError(f"DataConfig.{split}_paths is empty; give the {split} data files")
     return [str(p) for p in paths]
 
 
@@ -407,10 +406,10 @@ def _encoding_key(cfg: DataConfig) -> dict[str, Any]:
 
 def _validate(cfg: DataConfig) -> None:
     if cfg.length_policy not in length_policy.LENGTH_POLICIES:
-        raise ValueError(
+        raise InputError(
             f"DataConfig.length_policy={cfg.length_policy!r}; choose one of {length_policy.LENGTH_POLICIES}"
         )
     if cfg.skip_bad and not cfg.rejects_path:
-        raise ValueError("DataConfig.skip_bad needs rejects_path: skipped records must go somewhere")
+        raise InputError("DataConfig.skip_bad needs rejects_path: skipped records must go somewhere")
     if cfg.seq_len <= 0:
-        raise ValueError(f"DataConfig.seq_len={cfg.seq_len} must be positive")
+        raise InputError(f"DataConfig.seq_len={cfg.seq_len} must be positive")

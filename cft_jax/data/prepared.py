@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from cft_jax.data.templates import Encoded
+from cft_jax.errors import InputError
 
 PREPARED_FORMAT = "cft_jax.prepared.v1"
 
@@ -36,7 +37,7 @@ def write_prepared(encoded: list[Encoded], path: str | Path, settings: dict[str,
 
     path = Path(path)
     if path.suffix != ".array_record":
-        raise ValueError(f"{path}: a prepared file must end in .array_record")
+        raise InputError(f"{path}: a prepared file must end in .array_record")
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = ArrayRecordWriter(str(path), "group_size:1")
     for e in encoded:
@@ -71,14 +72,17 @@ class PreparedSource:
 
     def __init__(self, path: str, expect: dict[str, Any] | None = None):
         self.path = str(path)
-        self.meta = json.loads(_sidecar(path).read_text())
-        if self.meta.get("format") != PREPARED_FORMAT:
-            raise ValueError(f"{_sidecar(path)}: not a {PREPARED_FORMAT} sidecar; re-run prepare")
+        try:
+            self.meta = json.loads(_sidecar(path).read_text())
+        except json.JSONDecodeError:
+            self.meta = {}  # refused just below, with the fix
+        if not isinstance(self.meta, dict) or self.meta.get("format") != PREPARED_FORMAT:
+            raise InputError(f"{_sidecar(path)}: not a {PREPARED_FORMAT} sidecar; re-run prepare")
         if expect is not None:
             got = self.meta["settings"]
             diff = {k: (got.get(k), v) for k, v in expect.items() if got.get(k) != v}
             if diff:
-                raise ValueError(
+                raise InputError(
                     f"{path} was prepared with different settings (prepared, wanted): {diff}; "
                     "re-run `python -m cft_jax.data prepare` with this config or change the config"
                 )

@@ -34,6 +34,7 @@ from typing import Any
 
 from etils import epath
 
+from cft_jax.errors import InputError
 from cft_jax.schema import CritiqueRecord, SolutionRecord, stable_id
 
 FORMATS = ("cft", "solution", "alpaca", "messages")
@@ -64,7 +65,7 @@ class Sample:
     target_field: str = "target"
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A bad record: names the file, the line (or record number), the field and the fix."""
 
     def __init__(self, path: str, line: int, field: str | None, message: str, unit: str = "line"):
@@ -193,7 +194,13 @@ def _tfds_rows(spec: str, data_dir: str | None) -> Iterator[_Raw]:
     import tensorflow_datasets as tfds
 
     name, _, split = spec[len("tfds:") :].partition(":")
-    builder = tfds.builder(name, data_dir=data_dir)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise InputError(
+            f"{spec}: no prepared TFDS builder {name!r} in {data_dir or 'the default TFDS data directory'}; "
+            "build it (`tfds build`) or give its directory with tfds_data_dir (CLI --tfds-data-dir)"
+        ) from None
     source = builder.as_data_source(split=split or "train")
     for i in range(len(source)):
         yield _Raw(i + 1, {k: _tfds_value(v) for k, v in source[i].items()}, None, "")
@@ -226,7 +233,7 @@ def source_kind(path: str) -> str:
         return "hf"
     if name.endswith(".array_record") or ".array_record-" in name:
         return "array_record"
-    raise ValueError(
+    raise InputError(
         f"{path}: cannot tell how to read this file; use .jsonl, .json, .parquet, .arrow, "
         "a datasets save_to_disk directory, .array_record, or tfds:NAME"
     )
@@ -340,7 +347,7 @@ def _to_sample(obj: dict[str, Any], fmt: str, opts: ReadOptions, where: str) -> 
         return Sample(rid, prompt, output, system, _verdict_of(output), None, where, "output")
     if fmt == "messages":
         return _messages_sample(obj, where)
-    raise ValueError(f"unknown record format {fmt!r}; choose one of {FORMATS} or 'auto'")
+    raise InputError(f"unknown record format {fmt!r}; choose one of {FORMATS} or 'auto'")
 
 
 def _messages_sample(obj: dict[str, Any], where: str) -> Sample:
@@ -414,7 +421,7 @@ def read_samples(
     `rejects` and counted in `report`.
     """
     if opts.objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {opts.objective!r}; choose one of {OBJECTIVES}")
+        raise InputError(f"unknown objective {opts.objective!r}; choose one of {OBJECTIVES}")
     report = report if report is not None else ReadReport()
     rejects = rejects or Rejects(None)
     samples: list[Sample] = []

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from cft_jax.data.records import Sample
+from cft_jax.errors import InputError
 from cft_jax.remote import is_remote, local_copy
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -82,6 +83,10 @@ class Encoded:
     straddles: bool = False
 
 
+# A directory is a tokenizer when it has one of these (what AutoTokenizer reads).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(name_or_path: str, *, add_im_end: bool = False) -> Any:
     """A transformers tokenizer: a shipped one by name (`qwen2.5`, `llama3`, `deepseek_llm`) or a local dir.
@@ -104,6 +109,12 @@ def load_tokenizer(name_or_path: str, *, add_im_end: bool = False) -> Any:
     if not Path(path).is_dir():
         raise FileNotFoundError(
             f"tokenizer {name_or_path!r}: not a shipped tokenizer {TOKENIZERS} nor a directory (local or gs://)"
+        )
+    if not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
+        # transformers would answer with a long traceback about slow-tokenizer conversion instead.
+        raise InputError(
+            f"tokenizer {name_or_path!r}: {path} has none of {list(TOKENIZER_FILES)}; give an HF checkpoint "
+            f"or tokenizer directory, or a shipped tokenizer {TOKENIZERS}"
         )
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
@@ -173,18 +184,18 @@ class Encoder:
         `<|im_end|>` one special token (added if missing), `<|im_start|>` as the tokenizer splits it.
         `self.tokenizer` is then that copy: decode the ids with it."""
         if template not in TEMPLATES:
-            raise ValueError(f"unknown template {template!r}; choose one of {sorted(TEMPLATES)}")
+            raise InputError(f"unknown template {template!r}; choose one of {sorted(TEMPLATES)}")
         self.tokenizer = tokenizer
         self.template = TEMPLATES[template]
         self.system_prompt = system_prompt if system_prompt is not None else self.template.system
         self._bos: list[int] = []
         if self.template.kind == "raw":
             if tokenizer.eos_token is None:
-                raise ValueError("template 'raw' needs a tokenizer with an eos token to end the target")
+                raise InputError("template 'raw' needs a tokenizer with an eos token to end the target")
             self._bos = list(tokenizer("", add_special_tokens=True)["input_ids"])
         if add_im_end and self.template.kind != "chatml":
             chatml = sorted(name for name, t in TEMPLATES.items() if t.kind == "chatml")
-            raise ValueError(
+            raise InputError(
                 f"data.chatml_add_im_end applies to the ChatML templates {chatml}, not {template!r}; "
                 "turn it off"
             )
@@ -194,14 +205,14 @@ class Encoder:
             missing = [t for t in (IM_START, IM_END) if not _is_single_token(tokenizer, t)]
             if missing:
                 # Without them the markers would be tokenized as plain text, silently.
-                raise ValueError(
+                raise InputError(
                     f"template {template!r} needs the tokens {missing}, which this tokenizer lacks; "
                     "set data.chatml_add_im_end=True (CLI --chatml-add-im-end) to do what LLaMA-Factory's "
                     "'qwen' template did in the CFT paper (<|im_end|> added as a new special eos token, "
                     "<|im_start|> tokenized as plain text), or use template 'tokenizer'"
                 )
         if self.template.kind == "tokenizer" and not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
+            raise InputError(
                 "template 'tokenizer': this tokenizer has no chat template; use 'chatml' or 'raw'"
             )
 
@@ -223,7 +234,7 @@ class Encoder:
             [*messages, {"role": "assistant", "content": sample.target}], tokenize=False
         )
         if not full.startswith(prompt):
-            raise ValueError(
+            raise InputError(
                 f"{sample.where}: the tokenizer's chat template does not render the prompt as a prefix of "
                 "the conversation, so the trained span cannot be located; use template 'chatml'"
             )

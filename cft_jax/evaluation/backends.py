@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from cft_jax.errors import InputError
 from cft_jax.evaluation.prompts import STOP_STRINGS, cut_at_stop
 
 
@@ -152,7 +153,7 @@ def make_backend(name: str, model: str, **options: Any) -> Backend:
     """A backend by name; `options` are that backend's keyword arguments."""
     backends = {"transformers": TransformersBackend, "vllm": VLLMBackend, "openai": OpenAIBackend}
     if name not in backends:
-        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(backends)}")
+        raise InputError(f"unknown backend {name!r}; choose one of {sorted(backends)}")
     if name == "openai":
         return OpenAIBackend(options.pop("base_url"), model, **options)
     return backends[name](model, **options)

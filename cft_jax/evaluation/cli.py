@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cft_jax.errors import InputError
 from cft_jax.evaluation.backends import Backend, Sampling, make_backend
 from cft_jax.evaluation.benchmarks import BENCHMARKS, PAPER_SUITE, load_benchmark
 from cft_jax.evaluation.grader import DEFAULT_TIMEOUT, GRADERS, extract_answer, grade_many
@@ -118,7 +119,7 @@ def read_responses(path: Path) -> list[ResponseRecord]:
         record = from_dict(ResponseRecord, obj, where)
         for field in ("id", "benchmark", "response", "answer"):
             if not isinstance(getattr(record, field), str):
-                raise ValueError(f"{where}: field {field!r} must be a string, got {getattr(record, field)!r}")
+                raise InputError(f"{where}: field {field!r} must be a string, got {getattr(record, field)!r}")
         records.append(record)
     return records
 
@@ -130,7 +131,7 @@ def _backend_from_args(args: argparse.Namespace, model: str) -> Backend:
         options = {"tensor_parallel_size": args.tensor_parallel_size}
     else:
         if not args.base_url:
-            raise SystemExit("--backend openai needs --base-url (the key comes from OPENAI_API_KEY)")
+            raise InputError("--backend openai needs --base-url (the key comes from OPENAI_API_KEY)")
         options = {"base_url": args.base_url}
     return make_backend(args.backend, model, **options)
 
@@ -187,7 +188,7 @@ def _export_step(directory: Path) -> int:
     """The training step of an export directory `step_N` (the trainer's `WORKDIR/hf/step_N`)."""
     digits = directory.name.removeprefix("step_")
     if not digits.isdigit():
-        raise SystemExit(f"{directory}: expected an export directory named step_N, as the trainer writes")
+        raise InputError(f"{directory}: expected an export directory named step_N, as the trainer writes")
     return int(digits)
 
 
@@ -197,7 +198,7 @@ def _cmd_select(args: argparse.Namespace) -> None:
     # In training order (step_10 after step_2): ties go to the earlier one.
     checkpoints = sorted((p.parent for p in exports.glob("step_*/config.json")), key=_export_step)
     if not checkpoints:
-        raise SystemExit(
+        raise InputError(
             f"{exports}: no exported checkpoints (step_N directories with a config.json); the trainer "
             "writes them with export.every_steps, or run `python -m cft_jax.convert export` per checkpoint"
         )

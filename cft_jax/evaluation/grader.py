@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 
+from cft_jax.errors import InputError
 from cft_jax.evaluation.answer_extraction import KEEP_UNITS, extract_answer, strip_string
 from cft_jax.evaluation.equivalence import GRADERS
 
@@ -87,7 +88,7 @@ class GradingPool:
 
     def __init__(self, workers: int):
         if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+            raise InputError(f"workers must be >= 1, got {workers}")
         self._ctx = mp.get_context("spawn")
         self._workers = [_Worker(self._ctx) for _ in range(workers)]
 
@@ -159,7 +160,7 @@ def grade_many(
     `workers` defaults to the CPU count; each item may take at most `timeout` seconds.
     """
     if grader not in GRADERS:
-        raise ValueError(f"unknown grader {grader!r}; choose one of {sorted(GRADERS)}")
+        raise InputError(f"unknown grader {grader!r}; choose one of {sorted(GRADERS)}")
     tasks = [(grader, *normalise_pair(p, r, benchmark)) for p, r in pairs]
     if not tasks:
         return []

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cft_jax.errors import InputError
+
 PROMPTS: dict[str, str] = {
     "qwen25-math-cot": (
         "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -34,7 +36,7 @@ def check_prompt(prompt: str) -> None:
     """Refuses a prompt that is neither a known name nor a template with `{question}`."""
     if prompt in PROMPTS or prompt == CHAT_TEMPLATE or "{question}" in prompt:
         return
-    raise ValueError(
+    raise InputError(
         f"unknown prompt {prompt!r}: use one of {[*PROMPTS, CHAT_TEMPLATE]} "
         "or a template string containing {question}"
     )
@@ -45,7 +47,7 @@ def render(prompt: str, question: str, tokenizer: Any | None = None) -> str:
     check_prompt(prompt)
     if prompt == CHAT_TEMPLATE:
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError("prompt 'chat-template' needs a tokenizer with a chat_template")
+            raise InputError("prompt 'chat-template' needs a tokenizer with a chat_template")
         messages = [{"role": "user", "content": question}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     template = PROMPTS.get(prompt, prompt)

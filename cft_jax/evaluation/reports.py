@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cft_jax.schema import read_jsonl
+from cft_jax.errors import InputError
+from cft_jax.schema import JsonlError, read_jsonl
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -41,8 +42,26 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def summarize_dir(run_dir: str | Path) -> dict[str, dict[str, float]]:
-    """The summary of every per-benchmark JSONL in a run directory."""
-    records = [obj for path in sorted(Path(run_dir).glob("*.jsonl")) for _, obj in read_jsonl(path)]
+    """The summary of every per-benchmark JSONL in a run directory; names the file and line of a bad one."""
+    paths = sorted(Path(run_dir).glob("*.jsonl"))
+    if not paths:
+        # An empty report would look like a run that scored nothing.
+        raise InputError(
+            f"{run_dir}: no <benchmark>.jsonl files; give a run directory written by "
+            "`python -m cft_jax.eval generate --out DIR`"
+        )
+    records = []
+    for path in paths:
+        for line_no, obj in read_jsonl(path):
+            for field in ("id", "benchmark"):
+                if not isinstance(obj.get(field), str):
+                    raise JsonlError(
+                        path,
+                        line_no,
+                        f"field {field!r} must be a string, got {obj.get(field)!r}; "
+                        "a response record needs id, benchmark, response, answer",
+                    )
+            records.append(obj)
     return summarize(records)
 
 

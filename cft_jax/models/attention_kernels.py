@@ -30,6 +30,8 @@ from jax.experimental.pallas.ops.gpu import attention as pallas_gpu
 from jax.experimental.pallas.ops.tpu import splash_attention as splash
 from jax.sharding import PartitionSpec
 
+from cft_jax.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 # With segment ids, splash tiles the kv axis in lanes of 128, so every block (and the sequence) is a
@@ -226,7 +228,7 @@ def choose_attention(
         return name
     reason = kernel_unfit_reason(impl, q, k, mesh)
     if reason is not None:
-        raise ValueError(f"attention_impl={impl!r} cannot run here: {reason}")
+        raise InputError(f"attention_impl={impl!r} cannot run here: {reason}")
     if backend != FUSED_KERNELS[impl].backend:
         logger.warning(
             "attention_impl=%r targets %s but the backend is %s: running in Pallas interpret mode (slow)",

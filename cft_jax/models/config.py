@@ -16,8 +16,10 @@ from typing import Any
 
 from etils import epath
 
+from cft_jax.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A Hugging Face config this decoder cannot reproduce exactly; the message names the field."""
 
 
@@ -111,7 +113,13 @@ class ModelConfig:
             if not path.is_file():
                 raise ConfigError(f"{path}: no such config file; pass an HF checkpoint directory")
             source = str(path)
-            config = json.loads(path.read_text())
+            try:
+                config = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise ConfigError(
+                    f"{path}: invalid JSON ({e.msg} at line {e.lineno}, column {e.colno}); fix the file or "
+                    "copy the checkpoint's config.json again"
+                ) from None
         try:
             return _from_hf_dict(dict(config))
         except ConfigError as e:

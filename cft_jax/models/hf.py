@@ -39,6 +39,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from safetensors.numpy import save_file
 
+from cft_jax.errors import InputError
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.sharding import model_shardings
 from cft_jax.models.transformer import Decoder
@@ -58,7 +59,7 @@ TOKENIZER_FILES = (
 )
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """An HF checkpoint that cannot be read into the decoder; the message names the file and tensor."""
 
 
@@ -402,7 +403,7 @@ def parse_size(size: str | int) -> int:
         return size
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", size, re.IGNORECASE)
     if not m:
-        raise ValueError(f"max_shard_size={size!r}: use a byte count or e.g. '500MB', '5GB', '2GiB'")
+        raise InputError(f"max_shard_size={size!r}: use a byte count or e.g. '500MB', '5GB', '2GiB'")
     unit = (m.group(2) or "B").upper()
     scale = 1 if unit == "B" else (1024 if "I" in unit else 1000) ** ("KMGT".index(unit[0]) + 1)
     return int(float(m.group(1)) * scale)

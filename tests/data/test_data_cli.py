@@ -10,6 +10,7 @@ import pytest
 
 from cft_jax.data.__main__ import main
 from cft_jax.data.pipeline import BATCH_KEYS, DataConfig, make_iterator
+from cft_jax.data.records import RecordError
 from cft_jax.schema import to_json
 
 
@@ -34,8 +35,8 @@ def test_check_passes_good_data_and_names_the_bad_line(data, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["kept"] == 12
     bad = tmp_path / "bad.jsonl"
     bad.write_text(Path(data).read_text() + '{"id": "x", "question": "q", "solution": "", "critique": "c"}\n')
-    assert main(["check", str(bad)]) == 1
-    assert f"{bad}:13: field 'solution': is empty" in capsys.readouterr().err
+    with pytest.raises(RecordError, match=f"{bad}:13: field 'solution': is empty"):
+        main(["check", str(bad)])
     rejects = tmp_path / "rejects.jsonl"
     assert main(["check", str(bad), "--skip-bad", "--rejects", str(rejects)]) == 0
     assert json.loads(capsys.readouterr().out)["rejected"] == 1 and rejects.exists()

@@ -18,7 +18,7 @@ from flax import nnx
 from safetensors.numpy import load_file
 
 from cft_jax.convert.__main__ import main
-from cft_jax.convert.checkpoint import HF_ASSETS, MODEL_ITEM
+from cft_jax.convert.checkpoint import HF_ASSETS, MODEL_ITEM, OrbaxCheckpointError
 from cft_jax.models.hf import HFCheckpoint, load_hf
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,9 +85,10 @@ def test_export_reads_the_model_item_of_a_training_checkpoint(tiny_with_tokenize
     assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
 
 
-def test_bad_checkpoint_directory_is_reported_not_raised(tmp_path, capsys):
-    assert main(["export", str(tmp_path / "empty"), str(tmp_path / "out")]) == 1
-    assert "hf/config.json: missing" in capsys.readouterr().err
+def test_bad_checkpoint_directory_names_the_missing_file(tmp_path):
+    # As a command it prints this one line and exits 2 (tests/test_cli_errors.py).
+    with pytest.raises(OrbaxCheckpointError, match="hf/config.json: missing"):
+        main(["export", str(tmp_path / "empty"), str(tmp_path / "out")])
 
 
 @pytest.mark.slow
