@@ -141,11 +141,17 @@ def config_module(path: str | Path) -> Any:
 
 
 def load_config(
-    path: str | Path, overrides: list[str] = (), *, num_devices: int | None = None
+    path: str | Path,
+    overrides: list[str] = (),
+    *,
+    num_devices: int | None = None,
+    model_shape: dict[str, Any] | None = None,
 ) -> TrainConfig:
     """Reads `path`'s `get_config()`, applies `--config.KEY=VALUE` overrides, validates everything.
 
-    With `num_devices` the mesh is resolved too and the batch checked against it.
+    With `num_devices` the mesh is resolved too and the batch checked against it. `model_shape` (an
+    HF config.json's keys, e.g. `cft_jax.models.shapes.SHAPES[name]`) replaces the model to load by
+    its architecture alone: for planning and compiling a run before its weights are downloaded.
     """
     path = Path(path)
     module = config_module(path)
@@ -154,6 +160,11 @@ def load_config(
     values = module.get_config()
     if hasattr(values, "to_dict"):
         values = values.to_dict()
+    if model_shape is not None:
+        values = {
+            **values,
+            "model": {**values.get("model", {}), "hf_path": "", "init_config": dict(model_shape)},
+        }
     return build_config(values, overrides, source=str(path), num_devices=num_devices)
 
 

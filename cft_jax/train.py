@@ -39,6 +39,7 @@ from cft_jax.data.pipeline import check_vocab_fits, load_examples, make_iterator
 from cft_jax.errors import run_cli
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf, load_hf
+from cft_jax.models.shapes import SHAPES
 from cft_jax.models.sharding import make_mesh
 from cft_jax.training import metrics as metrics_lib
 from cft_jax.training.checkpoint import (
@@ -273,25 +274,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 def dry_run_report(config: TrainConfig, num_devices: int) -> str:
     """The resolved config, mesh, per-device memory estimate, steps and tokens, as text."""
     data, fsdp, tensor = resolve_mesh(config.mesh, num_devices)
-    if config.model.hf_path:
-        model_config = ModelConfig.from_hf(config.model.hf_path)
-    else:
-        model_config = ModelConfig.from_hf(config.model.init_config)
-    memory = metrics_lib.memory_estimate(
-        model_config,
-        param_dtype=config.model.param_dtype,
-        compute_dtype=config.model.compute_dtype,
-        remat=config.model.remat,
-        micro_batch_per_device=config.training.global_batch
-        // config.training.accumulation_steps
-        // (data * fsdp),
-        seq_len=config.data.seq_len,
-        shards=fsdp * tensor,
-        tensor=tensor,
-        mu_dtype=config.optimizer.mu_dtype,
-        accumulation_steps=config.training.accumulation_steps,
-        attention_impl=config.model.attention_impl,
-    )
+    model_config = ModelConfig.from_hf(config.model.hf_path or config.model.init_config)
+    memory = metrics_lib.memory_plan(config, model_config, num_devices)
     t = config.training
     if t.max_steps:
         steps = f"{t.max_steps} (training.max_steps)"
@@ -321,6 +305,21 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="Python config file with get_config()")
     parser.add_argument("--dry_run", action="store_true", help="print the plan and exit")
     parser.add_argument("--dry_run_devices", type=int, default=0, help="plan for this many devices")
+    parser.add_argument(
+        "--aot",
+        default="",
+        metavar="TARGET",
+        help="compile the step for hardware that is not here and print the compiler's memory, collectives "
+        "and cost estimate: a TPU slice (v5p-32, v6e-8, 2xv5p-32), a topology (v5p:4x4x12) or a GPU node "
+        "(h100x8, h200x1, 2xh100x8); no weights, data or accelerator needed",
+    )
+    parser.add_argument("--aot_json", default="", help="with --aot: also write the report's numbers here")
+    parser.add_argument(
+        "--shape",
+        default="",
+        choices=["", *sorted(SHAPES)],
+        help="with --dry_run / --aot: this public architecture instead of model.hf_path's (nothing downloaded)",
+    )
     parser.add_argument(
         "--distributed",
         action="store_true",
@@ -367,12 +366,31 @@ def main(argv: list[str] | None = None) -> None:
     flags, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     if flags.distributed or launched_as_several_processes():
         initialize_distributed()
+    shape = SHAPES[flags.shape] if flags.shape else None
+    if flags.aot:
+        aot(flags, overrides, shape)
+        return
     num_devices = flags.dry_run_devices or jax.device_count()
-    config = load_config(flags.config, overrides, num_devices=num_devices)
+    config = load_config(flags.config, overrides, num_devices=num_devices, model_shape=shape)
     if flags.dry_run:
         print(dry_run_report(config, num_devices))
         return
     train(config)
+
+
+def aot(flags: argparse.Namespace, overrides: list[str], shape: dict[str, Any] | None) -> None:
+    """`--aot TARGET`: compile the configured step for TARGET's abstract devices and report it."""
+    from cft_jax.aot.compile import allow_shared_libtpu, compile_for, format_report, report_numbers
+    from cft_jax.aot.targets import resolve_target
+
+    allow_shared_libtpu()
+    target = resolve_target(flags.aot)
+    config = load_config(flags.config, overrides, num_devices=target.num_devices, model_shape=shape)
+    model_config = ModelConfig.from_hf(config.model.hf_path or config.model.init_config)
+    report = compile_for(config, model_config, target)
+    print(format_report(report))
+    if flags.aot_json:
+        epath.Path(flags.aot_json).write_text(json.dumps(report_numbers(report), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ vocabulary 151936, tied embeddings, rope_theta 1e6). For one GPU:
 `python -m cft_jax.bench train --config configs/bench_qwen15b_gpu.py`; not a training recipe.
 """
 
-from cft_jax.bench.shapes import SHAPES
+from cft_jax.models.shapes import SHAPES
 
 
 def get_config() -> dict:

@@ -9,7 +9,7 @@ JAX must be allowed more than its default 75% of the GPU: run with XLA_PYTHON_CL
 `python -m cft_jax.bench train --config configs/bench_qwen7b_h200.py`; not a training recipe.
 """
 
-from cft_jax.bench.shapes import SHAPES
+from cft_jax.models.shapes import SHAPES
 
 
 def get_config() -> dict:

@@ -5,7 +5,7 @@ The architecture is SmolLM2-135M-Instruct's config.json (HuggingFaceTB; a Llama:
 `python -m cft_jax.bench train --config configs/bench_smollm2_135m.py`; not a training recipe.
 """
 
-from cft_jax.bench.shapes import SHAPES
+from cft_jax.models.shapes import SHAPES
 
 
 def get_config() -> dict:

@@ -10,61 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_QWEN25 = {
-    "model_type": "qwen2",
-    "vocab_size": 151936,
-    "rms_norm_eps": 1e-6,
-    "rope_theta": 1000000.0,
-    "max_position_embeddings": 32768,
-}
-
-SHAPES: dict[str, dict[str, Any]] = {
-    "qwen2.5-0.5b": {
-        **_QWEN25,
-        "hidden_size": 896,
-        "intermediate_size": 4864,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 14,
-        "num_key_value_heads": 2,
-        "head_dim": 64,
-        "tie_word_embeddings": True,
-    },
-    "qwen2.5-1.5b": {
-        **_QWEN25,
-        "hidden_size": 1536,
-        "intermediate_size": 8960,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 12,
-        "num_key_value_heads": 2,
-        "head_dim": 128,
-        "tie_word_embeddings": True,
-    },
-    "qwen2.5-7b": {
-        **_QWEN25,
-        "hidden_size": 3584,
-        "intermediate_size": 18944,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 28,
-        "num_key_value_heads": 4,
-        "head_dim": 128,
-        "tie_word_embeddings": False,
-    },
-    # SmolLM2-135M(-Instruct), a Llama: small enough to bench on a CPU.
-    "smollm2-135m": {
-        "model_type": "llama",
-        "vocab_size": 49152,
-        "hidden_size": 576,
-        "intermediate_size": 1536,
-        "num_hidden_layers": 30,
-        "num_attention_heads": 9,
-        "num_key_value_heads": 3,
-        "head_dim": 64,
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 100000.0,
-        "tie_word_embeddings": True,
-        "max_position_embeddings": 8192,
-    },
-}
+from cft_jax.models.shapes import SHAPES
 
 # Packed tokens per device in the default batch: what fits with full remat and fp32 AdamW on an
 # 80 GB GPU for the Qwen shapes (7B: on a 141 GB H200 with a bf16 first moment), a few seconds per

@@ -193,6 +193,7 @@ def memory_estimate(
     mu_dtype: str = "param",
     accumulation_steps: int = 1,
     attention_impl: str = "xla",
+    vocab_chunk: int = 16384,
 ) -> dict[str, float]:
     """Rough per-device bytes of a training step: parameters, gradients, AdamW state, activations.
 
@@ -239,7 +240,7 @@ def memory_estimate(
         activations = layers * (matmul_outputs + b * s * d * act_bytes) + one_layer
     else:
         activations = layers * one_layer
-    activations += b * s * d * 4 + 3 * b * s * min(16384, config.vocab_size) * 4
+    activations += b * s * d * 4 + 3 * b * s * min(vocab_chunk, config.vocab_size) * 4
     state = {
         "parameters": n * param_bytes / shards,
         "gradients": n * grad_bytes / shards,
@@ -251,3 +252,25 @@ def memory_estimate(
         "total": sum(state.values()) + activations,
         "offloaded_to_host": float(offloaded),
     }
+
+
+def memory_plan(config: Any, model_config: Any, num_devices: int) -> dict[str, float]:
+    """`memory_estimate` for a TrainConfig on `num_devices` devices: what `--dry_run` prints."""
+    from cft_jax.config import resolve_mesh
+
+    data, fsdp, tensor = resolve_mesh(config.mesh, num_devices)
+    t = config.training
+    return memory_estimate(
+        model_config,
+        param_dtype=config.model.param_dtype,
+        compute_dtype=config.model.compute_dtype,
+        remat=config.model.remat,
+        micro_batch_per_device=t.global_batch // t.accumulation_steps // (data * fsdp),
+        seq_len=config.data.seq_len,
+        shards=fsdp * tensor,
+        tensor=tensor,
+        mu_dtype=config.optimizer.mu_dtype,
+        accumulation_steps=t.accumulation_steps,
+        attention_impl=config.model.attention_impl,
+        vocab_chunk=t.vocab_chunk,
+    )

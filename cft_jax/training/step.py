@@ -177,6 +177,23 @@ def split_micro_batches(batch: Batch, accumulation_steps: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
+def layers_in_compute_dtype(params: nnx.State, compute_dtype: jnp.dtype) -> nnx.State:
+    """`params` with the stacked layers' weights cast to the compute dtype: what the gradient is taken of.
+
+    Each layer casts its weights to the compute dtype where it uses them, so their gradients leave
+    bf16 matmuls as bf16 values either way; taking the gradient of the cast copy changes no value but
+    keeps the per-micro-batch gradient of the stacked layers in bf16 (half the bytes) until it is
+    added to the fp32 accumulator. The embedding and the LM head stay in the parameter dtype: their
+    gradients are sums over every token position, accumulated in fp32 (the scatter-add and the loss).
+    """
+
+    def cast(path: tuple, x: jax.Array) -> jax.Array:
+        in_layers = path[0].key == "layers"
+        return x.astype(compute_dtype) if in_layers and jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    return jax.tree_util.tree_map_with_path(cast, params)
+
+
 def loss_and_grads(
     graphdef: nnx.GraphDef,
     params: nnx.State,
@@ -195,14 +212,15 @@ def loss_and_grads(
         return summed_loss(nnx.merge(graphdef, p, rest), micro, vocab_chunk)
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+    layers_cast = layers_in_compute_dtype(params, nnx.merge(graphdef, params, rest).compute_dtype)
     if accumulation_steps == 1:
-        (loss_sum, tokens), grads = grad_fn(params, batch)
+        (loss_sum, tokens), grads = grad_fn(layers_cast, batch)
         return loss_sum, tokens, grads
 
     def accumulate(carry, micro: Batch):
         loss_sum, tokens, grads = carry
-        (micro_loss_sum, micro_tokens), micro_grads = grad_fn(params, micro)
-        grads = constrain_state(jax.tree.map(jnp.add, grads, micro_grads))
+        (micro_loss_sum, micro_tokens), micro_grads = grad_fn(layers_cast, micro)
+        grads = constrain_state(jax.tree.map(lambda g, m: g + m.astype(g.dtype), grads, micro_grads))
         return (loss_sum + micro_loss_sum, tokens + micro_tokens, grads), None
 
     # fp32 accumulators laid out as their parameters (sharded), not wherever XLA would put them.

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from cft_jax.bench.shapes import SHAPES
 from cft_jax.config import ConfigError, build_config
 from cft_jax.models.config import ModelConfig
+from cft_jax.models.shapes import SHAPES
 from cft_jax.training.metrics import memory_estimate
 from cft_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from tests.training.conftest import TINY
