@@ -45,6 +45,7 @@ from cft_jax.models.transformer import Decoder
 from cft_jax.training import metrics as metrics_lib
 from cft_jax.training.checkpoint import (
     Checkpointer,
+    CheckpointIntegrityError,
     TerminationFlag,
     abstract_with_shardings,
     data_fingerprints,
@@ -451,7 +452,10 @@ def main(argv: list[str] | None = None) -> None:
     if flags.dry_run:
         print(dry_run_report(config, num_devices))
         return
-    train(config)
+    try:
+        train(config)
+    except CheckpointIntegrityError as error:  # the message says what was found and what to do
+        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":

@@ -255,8 +255,9 @@ class Checkpointer:
                 self.manager.reload()
                 if jax.process_index() == 0:
                     _warn(
-                        f"resuming from step {step} instead of step {steps[0]}: {steps[0] - step} steps "
-                        "of work lost, trained again now" + _moved_note(set_aside)
+                        f"resuming from step {step} instead of step {steps[0]}: {steps[0] - step} "
+                        f"step{'s' * (steps[0] - step != 1)} of work lost, trained again now"
+                        + _moved_note(set_aside)
                     )
             return (step, *restored)
         raise CheckpointIntegrityError(
