@@ -9,9 +9,11 @@ deleted) and restarts the trainer: it must name step 6 and the file, move the st
 `checkpoints/quarantine/` whole (not delete it), resume from step 3 and reach the reference's losses
 and step-9 parameters bit for bit (resuming from step 3 equals not stopping: test_train_resume.py).
 
-The bucket test is a Checkpointer in this process against tests/gcs_server.py: async saves write
-their manifests there (covering every object of the step), and a damaged step is moved aside in the
-bucket and the step before restored.
+The other tests drive a Checkpointer in this process: in a bucket (tests/gcs_server.py) async saves
+write their manifests there (covering every object of the step), and a damaged step is moved aside in
+the bucket and the step before restored; a step without manifests is restored if it can be and set
+aside if it cannot; a step whose files are intact but do not fit the run, or no step left, stop
+with an error instead of training from scratch.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import pytest
 from flax import nnx
 
 from cft_jax.convert.__main__ import main as convert_main
-from cft_jax.training.checkpoint import Checkpointer, abstract_with_shardings
+from cft_jax.training.checkpoint import Checkpointer, CheckpointIntegrityError, abstract_with_shardings
 from cft_jax.training.integrity import manifest_name
 from cft_jax.training.metrics import read_jsonl
 from tests.gcs_server import GCSServer
@@ -128,6 +130,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_o
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # the module's reference run
 def test_convert_verify_passes_a_good_run_and_names_the_damaged_file(reference, tmp_path, capsys):
     assert convert_main(["verify", str(reference)]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -207,3 +210,72 @@ def test_in_a_bucket_a_damaged_step_is_set_aside_and_the_one_before_restored(buc
     step_2[damaged] = bytes(data)
     assert objects_under(bucket, f"run/checkpoints/quarantine/{kept}/") == step_2  # every object, as it was
     assert bucket.unhandled == []
+
+
+def small_state(features: int = 256) -> nnx.State:
+    """A 64 x `features` kernel: large enough for tensorstore to store it in a data file, not inline."""
+    return nnx.state(nnx.Linear(64, features, rngs=nnx.Rngs(0)), nnx.Param)
+
+
+def save_steps(directory: Path | str, steps: tuple[int, ...], state: nnx.State) -> None:
+    checkpointer = Checkpointer(directory, keep=len(steps), async_save=False)
+    for step in steps:
+        weights = jax.tree.map(lambda x, s=step: x * s, state)
+        opt_state = {"count": jnp.asarray(step)}
+        checkpointer.save(step, params=weights, opt_state=opt_state, data_iter_state={"n": step}, meta={})
+    checkpointer.close()
+
+
+def restore_latest(directory: Path | str, state: nnx.State):
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    checkpointer = Checkpointer(directory, keep=3, async_save=False)
+    try:
+        return checkpointer.restore_latest(
+            abstract_params=abstract_with_shardings(state, jax.tree.map(lambda x: x.sharding, state)),
+            abstract_opt_state={"count": jax.ShapeDtypeStruct((), jnp.int32, sharding=one_device)},
+        )
+    finally:
+        checkpointer.close()
+
+
+def test_an_unverified_step_is_restored_if_it_can_be_and_set_aside_if_not(tmp_path, capsys):
+    state = small_state()
+    save_steps(tmp_path, (1, 2), state)
+    for step in (1, 2):
+        (tmp_path / str(step) / MANIFEST).unlink()  # as written before manifests existed
+    for data_file in (tmp_path / "2" / "model").rglob("ocdbt.process_0/d/*"):
+        data_file.write_bytes(b"")  # what made main's resume die with OUT_OF_RANGE
+
+    step, *_ = restore_latest(tmp_path, state)
+    err = capsys.readouterr().err
+    assert step == 1
+    assert f"{tmp_path / '2'}: not verified (no integrity manifest" in err
+    assert "checkpoint step 2" in err and "is corrupt: restoring it failed: " in err and "OUT_OF_RANGE" in err
+    assert "resuming from step 1 instead of step 2: 1 step of work lost" in err
+    assert len(list((tmp_path / "quarantine").glob("2.corrupt-*"))) == 1
+
+
+def test_intact_files_that_do_not_fit_the_run_stop_it_and_nothing_is_moved(tmp_path):
+    save_steps(tmp_path, (1, 2), small_state(features=16))
+    with pytest.raises(
+        CheckpointIntegrityError, match="step 2 matches its integrity manifests .* yet restoring"
+    ):
+        restore_latest(tmp_path, small_state(features=32))  # another model
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
+
+
+def test_no_step_left_stops_the_run_and_the_next_one_says_what_quarantine_holds(tmp_path, capsys):
+    state = small_state()
+    save_steps(tmp_path, (1, 2), state)
+    for step in (1, 2):
+        (tmp_path / str(step) / "data_iter" / "process_0-of-1.json").unlink()
+    with pytest.raises(
+        CheckpointIntegrityError, match=r"none of the checkpoint steps \[1, 2\] .* Nothing was deleted"
+    ):
+        restore_latest(tmp_path, state)
+    kept = sorted(p.name.split(".")[0] for p in (tmp_path / "quarantine").glob("*.corrupt-*"))
+    assert kept == ["1", "2"]
+    capsys.readouterr()
+
+    assert Checkpointer(tmp_path, keep=3, async_save=False).latest_step() is None
+    assert "training starts at step 0, while" in capsys.readouterr().err
