@@ -158,9 +158,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     }
     step = 0
     latest = checkpointer.latest_step() if config.checkpoint.resume else None
-    if latest is not None:
-        params, opt_state, data_state, saved_meta = checkpointer.restore(
-            latest,
+    if latest is not None:  # the newest step that verifies and restores; corrupt ones are set aside
+        latest, params, opt_state, data_state, saved_meta = checkpointer.restore_latest(
             abstract_params=abstract_with_shardings(params, step_fn.param_shardings),
             abstract_opt_state=abstract_with_shardings(opt_state, step_fn.opt_shardings),
         )

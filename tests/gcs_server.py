@@ -24,6 +24,7 @@ Endpoints (the subset the clients above use; anything else is answered 501 and c
     PATCH  /storage/v1/b/B/o/O                            metadata
     DELETE /storage/v1/b/B/o/O
     POST   /storage/v1/b/B/o/O/(copyTo|rewriteTo)/b/B2/o/O2
+    POST   /storage/v1/b/B/o/O/moveTo/o/O2                 rename within the bucket
     POST   /storage/v1/b/B/o/O/compose
     POST   /upload/storage/v1/b/B/o?uploadType=media|multipart|resumable
     PUT    /upload/storage/v1/b/B/o?upload_id=...         resumable chunks (Content-Range)
@@ -310,10 +311,12 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._delete(bucket, name, query)
                 if method in ("PATCH", "PUT"):
                     return self._patch(bucket, name, json.loads(body or b"{}"), query)
-            if len(rest) == 7 and rest[1] == "o" and rest[3] in ("copyTo", "rewriteTo") and method == "POST":
+            if len(rest) == 8 and rest[1] == "o" and rest[3] in ("copyTo", "rewriteTo") and method == "POST":
                 return self._copy(
-                    rest[0], rest[2], rest[5], rest[6], rest[3], json.loads(body or b"{}"), query
+                    rest[0], rest[2], rest[5], rest[7], rest[3], json.loads(body or b"{}"), query
                 )
+            if len(rest) == 6 and rest[1] == "o" and rest[3] == "moveTo" and method == "POST":
+                return self._move(rest[0], rest[2], rest[5], query)
             if len(rest) == 4 and rest[1] == "o" and rest[3] == "compose" and method == "POST":
                 return self._compose(rest[0], rest[2], json.loads(body or b"{}"), query)
         if (
@@ -475,6 +478,15 @@ class _Handler(BaseHTTPRequestHandler):
                 "resource": out,
             }
         self._json(200, out)
+
+    def _move(self, bucket: str, name: str, dest_name: str, query: dict[str, str]) -> None:
+        """objects.move: a rename within the bucket, the source gone once the destination exists."""
+        source = self.gcs._get(bucket, name)
+        if "sourceGeneration" in query and int(query["sourceGeneration"]) != source.generation:
+            raise HTTPError(404, f"{bucket}/{name} has no generation {query['sourceGeneration']}")
+        obj = self.gcs._write(bucket, dest_name, source.data, source.content_type, source.metadata, query)
+        del self.gcs.objects[(bucket, name)]
+        self._json(200, self.gcs.resource(bucket, dest_name, obj))
 
     def _compose(self, bucket: str, name: str, request: dict[str, Any], query: dict[str, str]) -> None:
         data = b"".join(self.gcs._get(bucket, s["name"]).data for s in request.get("sourceObjects", []))

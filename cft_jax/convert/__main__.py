@@ -3,6 +3,7 @@
     python -m cft_jax.convert import HF_DIR CKPT_DIR [--dtype bfloat16]
     python -m cft_jax.convert export CKPT_DIR HF_DIR [--max-shard-size 2GB] [--dtype bfloat16] [--step N]
     python -m cft_jax.convert from-gguf FILE.gguf OUT_DIR [--max-shard-size 2GB]
+    python -m cft_jax.convert verify RUN_OR_CKPT_DIR [--step N]
 
 See docs/convert.md for the checkpoint layout. Never imports torch.
 """
@@ -16,7 +17,8 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 
-from cft_jax.convert.checkpoint import HF_ASSETS, load_params, save_model
+from cft_jax import integrity
+from cft_jax.convert.checkpoint import HF_ASSETS, checkpoint_dir, committed_steps, load_params, save_model
 from cft_jax.convert.from_gguf import convert_gguf
 from cft_jax.errors import run_cli
 from cft_jax.models.hf import export_hf, load_hf, parse_size
@@ -46,11 +48,17 @@ def _parser() -> argparse.ArgumentParser:
     gguf.add_argument("gguf_file")
     gguf.add_argument("out_dir")
     gguf.add_argument("--max-shard-size", type=parse_size, default="5GB")
+    check = commands.add_parser("verify", help="check checkpoint steps against their integrity manifests")
+    check.add_argument("run_or_ckpt_dir", help="a run's work directory (with checkpoints/) or a CKPT_DIR")
+    check.add_argument("--step", type=int, default=None, help="only this step (default: every step)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _run(_parser().parse_args(argv))
+    args = _parser().parse_args(argv)
+    if args.command == "verify":
+        return _verify(args.run_or_ckpt_dir, args.step)
+    _run(args)
     return 0
 
 
@@ -73,6 +81,46 @@ def _run(args: argparse.Namespace) -> None:
                 dtype=None if args.dtype is None else jnp.dtype(args.dtype),
             )
     print(f"{args.command}: wrote {out} in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+
+
+def _verify(path: str, only_step: int | None) -> int:
+    """One line per step on stdout: ok, unverified (and why), or BAD (which files); 1 if any is bad.
+
+    `path`: a run's work directory, a CKPT_DIR, or one step's directory (e.g. one set aside in
+    `quarantine/`, before moving it back).
+    """
+    ckpt_dir = checkpoint_dir(path)
+    if (ckpt_dir / "_CHECKPOINT_METADATA").is_file():
+        steps = {ckpt_dir.name: ckpt_dir}
+    else:
+        steps = {str(step): ckpt_dir / str(step) for step in committed_steps(ckpt_dir)}
+        if only_step is not None:
+            if str(only_step) not in steps:
+                raise OrbaxCheckpointError(
+                    f"{ckpt_dir}: no checkpoint step {only_step} (found {list(steps)})"
+                )
+            steps = {str(only_step): steps[str(only_step)]}
+        if not steps:
+            raise OrbaxCheckpointError(f"{ckpt_dir}: no committed checkpoint steps")
+    bad = []
+    for step, step_dir in steps.items():
+        start = time.perf_counter()
+        verdict = integrity.verify(step_dir)
+        checked = f"{verdict.files} files, {verdict.bytes / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s"
+        if verdict.status == "ok":
+            print(f"step {step}: ok ({checked})")
+        elif verdict.status == "unverified":
+            print(f"step {step}: unverified: {'; '.join(verdict.problems)} ({checked})")
+        else:
+            bad.append(step)
+            print(f"step {step}: BAD: {'; '.join(verdict.problems)}")
+    if bad:
+        print(
+            f"error: {ckpt_dir}: step(s) {', '.join(bad)} do not match their integrity manifests; a "
+            "resume moves such a step into quarantine/ and restores the newest good one",
+            file=sys.stderr,
+        )
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
                            (`nnx.state(model, nnx.Param).to_pure_dict()`: nested dicts keyed by our
                            parameter path, e.g. {"layers": {"attn": {"q_proj": {"kernel": [L, D, H, Dh]}}}})
       <step>/<other items> whatever else the trainer saves in the same step (optimizer, data iterator, ...)
+      <step>/integrity_process_{i}-of-{n}.json
+                           size and sha256 of each file of the step (cft_jax/integrity.py)
       hf/                  config.json (the HF config of the model), generation_config.json and the
                            tokenizer files, so an export can rebuild a complete HF directory
 
@@ -26,6 +28,7 @@ from etils import epath
 from flax import nnx
 
 from cft_jax.errors import InputError
+from cft_jax.integrity import write_manifest
 from cft_jax.models.config import ConfigError, ModelConfig
 from cft_jax.models.hf import copy_tokenizer, param_leaves
 from cft_jax.models.sharding import model_shardings
@@ -44,6 +47,20 @@ def as_path(path: str | Path | epath.Path) -> epath.Path:
     """An `epath.Path`, made absolute when it is local (`gs://...` URIs are already absolute)."""
     path = epath.Path(path)
     return path if is_remote(path) else path.absolute()
+
+
+def checkpoint_dir(run_or_ckpt_dir: str | Path | epath.Path) -> epath.Path:
+    """A run's `checkpoints/` when given its work directory, else the directory itself."""
+    path = as_path(run_or_ckpt_dir)
+    return path / "checkpoints" if (path / "checkpoints").is_dir() else path
+
+
+def committed_steps(ckpt_dir: str | Path | epath.Path) -> list[int]:
+    """The steps Orbax lists as committed (finalized) in CKPT_DIR: what a resume or an export reads."""
+    ckpt_dir = as_path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        raise OrbaxCheckpointError(f"{ckpt_dir}: no such checkpoint directory")
+    return sorted(ocp.path.step.checkpoint_steps(ckpt_dir))
 
 
 def save_model(
@@ -65,6 +82,10 @@ def save_model(
     with ocp.CheckpointManager(ckpt_dir) as manager:
         manager.save(step, args=ocp.args.Composite(**{MODEL_ITEM: ocp.args.StandardSave(params)}))
         manager.wait_until_finished()
+    # Lists what was written, so `python -m cft_jax.convert verify` can check the copy later.
+    write_manifest(
+        ckpt_dir / str(step), step=step, process_index=jax.process_index(), process_count=jax.process_count()
+    )
     return ckpt_dir
 
 

@@ -13,6 +13,12 @@ Restoring takes the abstract arrays with the *current* run's shardings, so a che
 one mesh shape restores onto another (the data iterator states need the same process count). Saves
 are asynchronous; the newest `keep` stay. The directory is any `etils.epath` path: local, or `gs://`
 (Orbax writes arrays through tensorstore, the JSON items through epath).
+
+Integrity (`cft_jax/integrity.py`): once Orbax has committed a step, a background thread
+hashes this process's files of it into `<step>/integrity_process_{i}-of-{n}.json`. A resume
+(`Checkpointer.restore_latest`) takes the newest step that matches its manifests and restores; a
+step that does not, or whose restore raises, is moved into `quarantine/` beside the steps (never
+deleted) with a warning, and the step before is tried.
 """
 
 from __future__ import annotations
@@ -21,19 +27,35 @@ import dataclasses
 import hashlib
 import json
 import signal
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
+from jax.experimental import multihost_utils
 
+from cft_jax import integrity
 from cft_jax.convert.checkpoint import HF_ASSETS, MODEL_ITEM, as_path
+from cft_jax.errors import InputError
 from cft_jax.models.hf import copy_tokenizer
 
 ITEMS = (MODEL_ITEM, "opt_state", "data_iter", "meta")
+QUARANTINE = "quarantine"
+_QUARANTINE_README = (
+    "Checkpoint steps that failed their integrity check or their restore, moved here by cft_jax's\n"
+    "trainer instead of being deleted. `python -m cft_jax.convert verify` checks one; to retry it,\n"
+    "move it back beside the other steps under its step number.\n"
+)
+
+
+class CheckpointIntegrityError(InputError):
+    """No checkpoint of the run can be resumed from; the message says what was found and what to do."""
 
 
 def _process_file() -> str:
@@ -82,6 +104,7 @@ class Checkpointer:
         )
         self.directory = as_path(directory)
         self.manager = ocp.CheckpointManager(self.directory, item_names=ITEMS, options=options)
+        self._manifest_writer: threading.Thread | None = None
 
     def write_hf_assets(self, hf_config: dict[str, Any], tokenizer_dir: Path | epath.Path | None) -> None:
         """`hf/config.json` and the tokenizer files beside the steps: what `cft_jax.convert export` reads."""
@@ -94,7 +117,17 @@ class Checkpointer:
             copy_tokenizer(tokenizer_dir, assets)
 
     def latest_step(self) -> int | None:
-        return self.manager.latest_step()
+        """The newest committed step; None (with a warning if steps were set aside earlier) if none."""
+        latest = self.manager.latest_step()
+        quarantine = self.directory / QUARANTINE
+        if latest is None and jax.process_index() == 0 and quarantine.exists():
+            kept = sorted(p.name for p in quarantine.iterdir() if p.name != "README.txt")
+            if kept:
+                _warn(
+                    f"{self.directory}: no checkpoint to resume from, so training starts at step 0, while "
+                    f"{quarantine} holds steps set aside earlier as corrupt: {', '.join(kept)}"
+                )
+        return latest
 
     def save(
         self,
@@ -112,7 +145,161 @@ class Checkpointer:
             data_iter=ProcessStateSave(data_iter_state),
             meta=ocp.args.JsonSave({**meta, "step": step}),
         )
+        # The previous step's manifest is finished first: Orbax may delete that step once this save
+        # commits (`keep`), and it must not be deleted while it is being read.
+        self._wait_for_manifest()
         self.manager.save(step, args=args, force=True)
+        self._manifest_writer = threading.Thread(
+            target=self._write_manifest, args=(step,), name=f"checkpoint-integrity-{step}", daemon=True
+        )
+        self._manifest_writer.start()
+
+    def _write_manifest(self, step: int) -> None:
+        """Runs in the background: waits for Orbax to commit `step`, then hashes this process's files."""
+        try:
+            # After this returns the step is committed on every process: Orbax's finalize ends with a
+            # barrier of all processes (async) or runs inside save() before one (sync).
+            self.manager.wait_until_finished()
+        except BaseException:  # noqa: BLE001 - the failed save raises in the main thread as well
+            return
+        try:
+            integrity.write_manifest(
+                self.directory / str(step),
+                step=step,
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+            )
+        except Exception as error:  # noqa: BLE001 - a missing manifest leaves the step usable, unverified
+            _warn(
+                f"{self.directory / str(step)}: could not write process {jax.process_index()}'s integrity "
+                f"manifest ({type(error).__name__}: {error}); the step stays usable but unverified"
+            )
+
+    def _wait_for_manifest(self) -> None:
+        if self._manifest_writer is not None:
+            self._manifest_writer.join()
+            self._manifest_writer = None
+
+    def verify(self, step: int) -> integrity.Verdict:
+        """Step `step` checked against its manifests, the same verdict on every process.
+
+        Each process reads its share of the manifests (a collective in a multi-process run). A read
+        that fails for another reason than a missing file gives status "error": storage trouble
+        says nothing about the checkpoint.
+        """
+        try:
+            local = integrity.verify(
+                self.directory / str(step), share=(jax.process_index(), jax.process_count())
+            )
+        except Exception as error:  # noqa: BLE001 - every process must reach the gather below
+            local = integrity.Verdict(
+                "error", [f"process {jax.process_index()}: {type(error).__name__}: {error}"]
+            )
+        # A few findings say enough, and keep the gathered text within its fixed size.
+        problems = [p[:300] for p in local.problems[:4]]
+        if len(local.problems) > 4:
+            problems.append(f"{len(local.problems) - 4} more files like these")
+        local = dataclasses.replace(local, problems=problems)
+        return integrity.Verdict.combine(map(integrity.Verdict.from_json, _gather_texts(local.to_json())))
+
+    def restore_latest(
+        self, *, abstract_params: nnx.State, abstract_opt_state: Any
+    ) -> tuple[int, nnx.State, Any, dict[str, Any], dict[str, Any]]:
+        """(step, params, opt_state, this process's data iterator state, meta) of the newest step that
+        passes its integrity check and restores.
+
+        Newest first. A step that fails its check (a file missing, or of another size or digest), or
+        that is unverified and fails to restore (any exception from Orbax / tensorstore), is moved
+        into `quarantine/` with a warning naming the step, the reason and the new place, and the step
+        before is tried; the resume then says how many steps of work were lost. Raises
+        CheckpointIntegrityError, moving nothing further, when a step matches its manifests yet fails
+        to restore (its bytes are intact: it does not fit this run, e.g. another model, optimizer or
+        process count, and older steps would not either), when storage cannot be read, and when no
+        step is left: starting from scratch is the operator's call, not something to do silently
+        next to a quarantine holding the run's work.
+        abstract_*: as for `restore`. Every process takes the same decisions (collectives).
+        """
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        set_aside: list[str] = []
+        for step in steps:
+            verdict = self.verify(step)
+            if verdict.status == "error":
+                raise CheckpointIntegrityError(
+                    f"{self.directory / str(step)}: could not read the checkpoint to check it "
+                    f"({'; '.join(verdict.problems)}); nothing was moved, rerun once the storage is "
+                    "readable" + _moved_note(set_aside)
+                )
+            if verdict.status == "bad":
+                set_aside.append(self._set_aside(step, "; ".join(verdict.problems)))
+                continue
+            if verdict.status == "unverified" and jax.process_index() == 0:
+                _warn(
+                    f"{self.directory / str(step)}: not verified ({'; '.join(verdict.problems)}); "
+                    "restoring it as Orbax committed it"
+                )
+            restored, errors = self._try_restore(step, abstract_params, abstract_opt_state)
+            if errors and verdict.status == "ok":
+                raise CheckpointIntegrityError(
+                    f"{self.directory / str(step)}: step {step} matches its integrity manifests "
+                    f"({verdict.files} files), yet restoring it failed: {errors[0]}. Its files are "
+                    "intact, so it does not fit this run: resume with the model, optimizer and process "
+                    "count that wrote it, or start afresh with --config.checkpoint.resume=false"
+                    + _moved_note(set_aside)
+                )
+            if errors:
+                set_aside.append(self._set_aside(step, f"restoring it failed: {errors[0]}"))
+                continue
+            if set_aside:
+                # Orbax lists the steps once: it must forget the moved ones (not keep or save over
+                # them), on every process once process 0 has moved them.
+                multihost_utils.sync_global_devices("cft_jax: checkpoints set aside")
+                self.manager.reload()
+                if jax.process_index() == 0:
+                    _warn(
+                        f"resuming from step {step} instead of step {steps[0]}: {steps[0] - step} "
+                        f"step{'s' * (steps[0] - step != 1)} of work lost, trained again now"
+                        + _moved_note(set_aside)
+                    )
+            return (step, *restored)
+        raise CheckpointIntegrityError(
+            f"{self.directory}: none of the checkpoint steps {sorted(steps)} passes its integrity check "
+            f"and restores{_moved_note(set_aside)}. Nothing was deleted. A rerun now trains from step 0; "
+            "to retry a step instead, move it back beside the others under its step number"
+        )
+
+    def _try_restore(
+        self, step: int, abstract_params: nnx.State, abstract_opt_state: Any
+    ) -> tuple[tuple[nnx.State, Any, dict[str, Any], dict[str, Any]] | None, list[str]]:
+        """(`restore`'s result, []), or (None, every process's error) when any process failed."""
+        try:
+            restored, error = (
+                self.restore(step, abstract_params=abstract_params, abstract_opt_state=abstract_opt_state),
+                "",
+            )
+        except Exception as exception:  # noqa: BLE001 - whatever Orbax or tensorstore raise
+            restored, error = None, _describe(exception)
+        errors = [e for e in _gather_texts(error[:2000]) if e]
+        return (None, errors) if errors else (restored, [])
+
+    def _set_aside(self, step: int, reason: str) -> str:
+        """Moves step `step` into `quarantine/` (process 0: a rename; on gs:// a move per object)."""
+        source = self.directory / str(step)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.directory / QUARANTINE / f"{step}.corrupt-{stamp}"
+        if jax.process_index() == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Also makes the directory exist on gs://, where a rename needs its target's parent.
+            (target.parent / "README.txt").write_text(_QUARANTINE_README)
+            suffix = 1
+            while target.exists():  # a second bad copy of the step within the same second
+                target, suffix = target.with_name(f"{step}.corrupt-{stamp}-{suffix}"), suffix + 1
+            source.rename(target)
+            _warn(
+                f"checkpoint step {step} ({source}) is corrupt: {reason}; moved to {target} "
+                "(kept, not deleted)"
+            )
+            return f"step {step} -> {target}"
+        return f"step {step} -> {target.parent} (process 0 names it)"
 
     def restore(
         self, step: int, *, abstract_params: nnx.State, abstract_opt_state: Any
@@ -134,11 +321,43 @@ class Checkpointer:
         return params, restored.opt_state, restored.data_iter, restored.meta
 
     def wait(self) -> None:
-        """Blocks until every started save is on disk."""
+        """Blocks until every started save is on disk, its integrity manifest included."""
         self.manager.wait_until_finished()
+        self._wait_for_manifest()
 
     def close(self) -> None:
+        self._wait_for_manifest()
         self.manager.close()
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _describe(error: BaseException | None) -> str:
+    """The error and its causes, a line each at most: tensorstore's messages carry a page-long spec."""
+    clauses = []
+    while error is not None and len(clauses) < 4:
+        text = str(error).split(" See full TensorStore details")[0].strip()
+        clauses.append(f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}")
+        error = error.__cause__ or error.__context__
+    return ", caused by ".join(clauses)
+
+
+def _moved_note(set_aside: list[str]) -> str:
+    return f" (moved aside, kept: {', '.join(set_aside)})" if set_aside else ""
+
+
+def _gather_texts(text: str) -> list[str]:
+    """Every process's `text`, in process order: a collective in a multi-process run."""
+    if jax.process_count() == 1:
+        return [text]
+    # A fixed size, the same on every process; UTF-8 text has no NUL bytes to confuse the padding.
+    data = np.zeros(4096, np.uint8)
+    encoded = text.encode()[: data.size]
+    data[: len(encoded)] = np.frombuffer(encoded, np.uint8)
+    rows = np.asarray(multihost_utils.process_allgather(data))
+    return [bytes(row).rstrip(b"\0").decode(errors="replace") for row in rows]
 
 
 def data_fingerprints(paths: tuple[str, ...]) -> dict[str, str]:

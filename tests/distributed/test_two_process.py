@@ -9,7 +9,8 @@ its half of every global batch. Checked against real runs:
     export of the two-process run's own final checkpoint;
   - both processes stopped at step 3 and restarted from the checkpoint continue exactly: losses and
     final parameters (their export) equal a two-process run that was never stopped, which needs every
-    process's own data iterator state (`data_iter/process_{i}-of-2.json`). That run's work directory
+    process's own data iterator state (`data_iter/process_{i}-of-2.json`), and each process hashes
+    its own files into its own integrity manifest, checked before the restore. That run's work directory
     is a `gs://` bucket, as on a TPU pod whose slice may be recreated (a GCS JSON-API server on
     127.0.0.1, `tests/gcs_server.py`): both processes write their checkpoint shards, data states and
     metrics there and restore from it.
@@ -27,6 +28,7 @@ import numpy as np
 import pytest
 
 from cft_jax.convert.checkpoint import load_params
+from cft_jax.integrity import manifest_name
 from cft_jax.models.hf import HFCheckpoint, export_hf
 from cft_jax.training.metrics import read_jsonl
 from tests.gcs_server import GCSServer
@@ -141,6 +143,19 @@ def test_two_processes_match_one_and_resume_exactly(tmp_path):
             n for _, n in gcs.objects if n.startswith("restarted/checkpoints/3/data_iter/process_")
         )
         assert states == [f"restarted/checkpoints/3/data_iter/process_{i}-of-2.json" for i in range(2)]
+        # Each process hashed its own files into its own manifest; together they cover the step.
+        step_3 = {n.split("/", 3)[3] for _, n in gcs.objects if n.startswith("restarted/checkpoints/3/")}
+        listed = [
+            set(
+                json.loads(gcs.objects[("cft", f"restarted/checkpoints/3/{manifest_name(i, 2)}")].data)[
+                    "files"
+                ]
+            )
+            for i in range(2)
+        ]
+        assert listed[0] | listed[1] == step_3 - {manifest_name(i, 2) for i in range(2)}
+        assert not listed[0] & listed[1] and "data_iter/process_1-of-2.json" in listed[1]
+        assert all("process_1" in name for name in listed[1])
         run(restarted, cache, processes=2, devices_per_process=1, extra=export, env=gcs.environment())
         metrics = gcs.objects[("cft", "restarted/metrics.jsonl")].data.decode().splitlines()
         assert {r["step"]: r["loss"] for r in map(json.loads, metrics)} == losses(two)
