@@ -161,7 +161,8 @@ def out_of_memory_advice(
         ):
             factor *= 2
         advice.append(
-            f"raise training.accumulation_steps from {t.accumulation_steps} to {t.accumulation_steps * factor} "
+            f"raise training.accumulation_steps from {t.accumulation_steps} to "
+            f"{t.accumulation_steps * factor} "
             f"(activations, ~{activations / GiB:.1f} GiB of the plan, scale with the micro-batch)"
         )
     if config.model.remat != "full":
@@ -185,10 +186,12 @@ def format_report(report: AotReport) -> str:
         f"step: {report.rows_per_device} rows x {report.seq_len} tokens per device per micro-batch, "
         f"{report.accumulation_steps} micro-batch(es); attention {report.attention}, remat {report.remat}",
         "per-device memory from the compiler (GiB):",
-        f"  arguments {m['argument'] / GiB:.2f}  outputs {m['output'] / GiB:.2f}  aliased {m['alias'] / GiB:.2f}  "
+        f"  arguments {m['argument'] / GiB:.2f}  outputs {m['output'] / GiB:.2f}  "
+        f"aliased {m['alias'] / GiB:.2f}  "
         f"temporaries {m['temp'] / GiB:.2f}  total {m['total'] / GiB:.2f} of {chip.hbm_bytes / GiB:.1f} HBM"
         + ("" if report.fits else "  DOES NOT FIT"),
-        f"  the --dry_run plan: {report.estimate['total'] / GiB:.2f} ({report.estimate['total'] / m['total']:.2f}x "
+        f"  the --dry_run plan: {report.estimate['total'] / GiB:.2f} "
+        f"({report.estimate['total'] / m['total']:.2f}x "
         "the compiler's; the compiler's number is the one to trust)",
         "collectives per step per device (loop trip counts applied):",
     ]

@@ -18,7 +18,14 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 
 from cft_jax import integrity
-from cft_jax.convert.checkpoint import HF_ASSETS, checkpoint_dir, committed_steps, load_params, save_model
+from cft_jax.convert.checkpoint import (
+    HF_ASSETS,
+    OrbaxCheckpointError,
+    checkpoint_dir,
+    committed_steps,
+    load_params,
+    save_model,
+)
 from cft_jax.convert.from_gguf import convert_gguf
 from cft_jax.errors import run_cli
 from cft_jax.models.hf import export_hf, load_hf, parse_size
