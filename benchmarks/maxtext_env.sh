@@ -7,8 +7,8 @@
 #
 # A separate environment because MaxText wants Python >= 3.12 and jax >= 0.11.1 while the project
 # pins its own jax; nothing here touches .venv. The lock is a pip freeze, installed with --no-deps, so
-# a rerun gets exactly the measured set. Measured on the 2-core dev machine: about 100 s from PyPI and
-# 2.8 GiB on disk (a fresh install from the lock: 127 s). MAXTEXT_VENV overrides the location (to try a fresh install elsewhere).
+# a rerun gets exactly the measured set. Measured on the 2-core dev machine: 100-130 s from PyPI and
+# 2.8 GiB on disk. MAXTEXT_VENV overrides the location (to try a fresh install elsewhere).
 set -euo pipefail
 script="$(realpath "$0")"
 cd "$(dirname "$script")/.."
