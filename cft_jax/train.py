@@ -317,7 +317,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--shape",
         default="",
         choices=["", *sorted(SHAPES)],
-        help="with --dry_run / --aot: this public architecture instead of model.hf_path's (nothing downloaded)",
+        help="with --dry_run / --aot: this public architecture, not model.hf_path's (nothing downloaded)",
     )
     parser.add_argument(
         "--distributed",

@@ -39,6 +39,8 @@ class Collective:
     name: str
     computation: str
     bytes: int  # per device: the gathered / scattered (full) / reduced / exchanged array
+    elements: int  # of that array (the largest one, for a tuple of several)
+    shape: tuple[int, ...]  # of that array
     group_size: int
     per_step: int  # times one step runs it (trip counts of the loops around it)
 
@@ -55,17 +57,18 @@ class Collective:
         return self.bytes * (n - 1) / n
 
 
-def array_bytes(type_text: str) -> list[int]:
-    """Byte sizes of the arrays in an HLO type (`bf16[8,128]{1,0}` or a tuple of them)."""
-    sizes = []
+def arrays(type_text: str) -> list[tuple[tuple[int, ...], int]]:
+    """(shape, bytes) of each array in an HLO type (`bf16[8,128]{1,0}` or a tuple of them)."""
+    found = []
     for dtype, dims in _ARRAY.findall(type_text):
         if dtype not in DTYPE_BYTES:
             continue
+        shape = tuple(int(d) for d in filter(None, dims.split(",")))
         count = 1
-        for d in filter(None, dims.split(",")):
-            count *= int(d)
-        sizes.append(count * DTYPE_BYTES[dtype])
-    return sizes
+        for d in shape:
+            count *= d
+        found.append((shape, count * DTYPE_BYTES[dtype]))
+    return found
 
 
 def _split_type(rest: str) -> tuple[str, str]:
@@ -167,14 +170,21 @@ def collectives(hlo_text: str, num_partitions: int = 1) -> list[Collective]:
             kind = opcode.removesuffix("-start")
             if kind not in KINDS:
                 continue
-            sizes = array_bytes(type_text)
+            sizes = arrays(type_text)
             if not sizes:
                 continue
-            size = sum(sizes) if kind == "all-reduce" and not opcode.endswith("-start") else max(sizes)
+            shape = max(sizes, key=lambda array: array[1])[0]
+            elements = 1
+            for d in shape:
+                elements *= d
+            if kind == "all-reduce" and not opcode.endswith("-start"):
+                size = sum(nbytes for _, nbytes in sizes)
+            else:
+                size = max(nbytes for _, nbytes in sizes)
             group = _group_size(tail, num_partitions)
             if kind == "all-reduce" and "all-reduce-scatter" in name:
                 kind = "reduce-scatter"
-            found.append(Collective(kind, match.group(1), name, size, group, times))
+            found.append(Collective(kind, match.group(1), name, size, elements, shape, group, times))
     return found
 
 

@@ -24,6 +24,7 @@ from cft_jax.models.layers import (
     param,
     rope_cos_sin,
 )
+from cft_jax.models.loops import unroll
 from cft_jax.models.sharding import constrain, placed_value
 
 # The name of each layer's input, which the "offload" policy keeps in host memory.
@@ -160,6 +161,7 @@ class Decoder(nnx.Module):
             apply_layer,
             in_axes=(nnx.Carry, 0),
             out_axes=nnx.Carry,
+            unroll=unroll().layers,
             transform_metadata={nnx.PARTITION_NAME: "layers"},
         )
         return constrain(self.final_norm(scan(x, self.layers)), HIDDEN_AXES)

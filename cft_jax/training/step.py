@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from cft_jax.models.loops import unroll
 from cft_jax.models.sharding import constrain, constrain_state
 
 Batch = dict[str, jax.Array]
@@ -81,7 +82,7 @@ def _forward(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, chunk: in
 
     init = tuple(jnp.full(targets.shape, value, jnp.float32) for value in (-jnp.inf, 0.0, 0.0))
     starts = jnp.arange(chunks.shape[0]) * width
-    carry, _ = jax.lax.scan(accumulate, init, (chunks, starts))
+    carry, _ = jax.lax.scan(accumulate, init, (chunks, starts), unroll=unroll().vocab_chunks)
     if rest is not None:
         carry, _ = accumulate(carry, (rest, chunks.shape[0] * width))
     running_max, running_sum, target_logit = carry
@@ -126,7 +127,7 @@ def _nll_bwd(chunk, residuals, cotangent):
 
     d_hidden = constrain(jnp.zeros(hidden.shape, jnp.float32), HIDDEN_AXES)
     starts = jnp.arange(chunks.shape[0]) * width
-    d_hidden, d_chunks = jax.lax.scan(gradients, d_hidden, (chunks, starts))
+    d_hidden, d_chunks = jax.lax.scan(gradients, d_hidden, (chunks, starts), unroll=unroll().vocab_chunks)
     # [chunks, hidden, chunk] -> [hidden, chunks * chunk], then the remainder's columns.
     d_kernel = [d_chunks.swapaxes(0, 1).reshape(kernel.shape[0], -1)]
     if rest is not None:
@@ -227,7 +228,7 @@ def loss_and_grads(
     zero_grads = constrain_state(jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params))
     init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zero_grads)
     (loss_sum, tokens, grads), _ = jax.lax.scan(
-        accumulate, init, split_micro_batches(batch, accumulation_steps)
+        accumulate, init, split_micro_batches(batch, accumulation_steps), unroll=unroll().micro_batches
     )
     return loss_sum, tokens, grads
 

@@ -1,0 +1,113 @@
+"""`--aot`: the trainer's step compiled by libtpu's real compiler for TPU chips that are not here.
+
+A tiny decoder (head_dim 128, so splash takes it) on the 4 chips of a v5p-8 (`v5p:2x2x1`), with the
+fused splash kernel and with the XLA reference, sharded over fsdp and over (fsdp, tensor): each
+compiles (splash through Mosaic, inside the sharded step), reports the compiler's per-chip memory,
+and the optimized HLO shows FSDP's collectives. A batch that cannot fit fails with advice.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cft_jax.aot.compile import allow_shared_libtpu, compile_for, format_report
+from cft_jax.aot.targets import resolve_target
+from cft_jax.config import build_config
+from cft_jax.errors import InputError
+from cft_jax.models.config import ModelConfig
+from tests.aot.conftest import (
+    SEQ,
+    TINY,
+    activation_all_reduces,
+    largest_all_reduce_elements,
+    weight_all_gathers,
+)
+from tests.trainer_runs import REPO
+
+
+def tiny_config(impl: str, mesh: tuple[int, int, int], **training):
+    values = {
+        "model": {"init_config": TINY, "compute_dtype": "bfloat16", "remat": "full", "attention_impl": impl},
+        "data": {"seq_len": SEQ},
+        "training": {"global_batch": 8, "accumulation_steps": 2, "vocab_chunk": 384, **training},
+        "mesh": dict(zip(("data", "fsdp", "tensor"), mesh, strict=True)),
+    }
+    return build_config(values, num_devices=4)
+
+
+@pytest.fixture(scope="module")
+def v5p_8():
+    allow_shared_libtpu()
+    return resolve_target("v5p-8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mesh", [(1, 4, 1), (1, 2, 2)], ids=["fsdp4", "fsdp2-tensor2"])
+@pytest.mark.parametrize("impl", ["splash", "xla"])
+def test_the_sharded_step_compiles_for_a_tpu_slice_and_reports_its_memory(impl, mesh, v5p_8):
+    config = tiny_config(impl, mesh)
+    report = compile_for(config, ModelConfig.from_hf(TINY), v5p_8)
+
+    assert report.attention == impl
+    assert report.mesh == mesh and report.target.num_devices == 4
+    memory = report.memory
+    assert memory["argument"] > 0 and memory["temp"] > 0
+    assert memory["total"] == memory["argument"] + memory["output"] - memory["alias"] + memory["temp"]
+    text = format_report(report)
+    assert f"attention {impl}" in text and "per-device memory from the compiler" in text
+    if impl == "splash":  # Mosaic compiled the kernel: its custom call is in the optimized program
+        assert "tpu_custom_call" in report.hlo_text
+    # FSDP: every layer weight is all-gathered where it is used, no device sums a micro-batch's
+    # activations, and without tensor parallelism no activation is all-reduced at all (with it, a
+    # device's own rows' partial sums over "tensor" are, as in Megatron).
+    model = ModelConfig.from_hf(TINY)
+    rows = config.training.global_batch // config.training.accumulation_steps
+    assert largest_all_reduce_elements(report.hlo_text) < rows * SEQ * model.hidden_size
+    assert weight_all_gathers(report.hlo_text, model, tensor=mesh[2])
+    if mesh[2] == 1:
+        assert activation_all_reduces(report.hlo_text) == []
+
+
+@pytest.mark.slow
+def test_an_oversized_batch_fails_with_the_knob_to_turn_not_a_traceback(tmp_path):
+    config = tmp_path / "huge.py"
+    config.write_text(
+        f"TINY = {TINY!r}\n"
+        "def get_config():\n"
+        "    return {'model': {'init_config': TINY, 'remat': 'full', 'attention_impl': 'xla'},\n"
+        "            'data': {'seq_len': 4096}, 'training': {'global_batch': 4096, 'vocab_chunk': 384}}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "cft_jax.train", "--config", str(config), "--aot", "v5p-8"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "GiB HBM" in result.stderr and "training.accumulation_steps from 1 to" in result.stderr
+
+
+def test_an_unknown_slice_lists_the_known_forms():
+    with pytest.raises(InputError, match=r"'v7x-8'.*v5p-32, v6e-8"):
+        resolve_target("v7x-8")
+    with pytest.raises(InputError, match=r"no standard topology for 3 chips.*v5p-8"):
+        resolve_target("v5p-6")
+
+
+def test_a_mesh_that_cannot_use_the_chips_names_its_axes(v5p_8):
+    config = build_config(
+        {
+            "model": {"init_config": TINY},
+            "training": {"global_batch": 8},
+            "mesh": {"data": 1, "fsdp": 2, "tensor": 1},
+        }
+    )
+    with pytest.raises(InputError, match="must equal the 4 devices"):
+        compile_for(config, ModelConfig.from_hf(TINY), v5p_8)
