@@ -314,6 +314,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--aot_json", default="", help="with --aot: also write the report's numbers here")
     parser.add_argument(
+        "--aot_cost",
+        action="store_true",
+        help="with --aot on TPU: also rebuild the whole step's cost from the compiler's cost model "
+        "(four compiles) and print the estimated step time and MFU",
+    )
+    parser.add_argument(
         "--shape",
         default="",
         choices=["", *sorted(SHAPES)],
@@ -387,9 +393,16 @@ def aot(flags: argparse.Namespace, overrides: list[str], shape: dict[str, Any] |
     config = load_config(flags.config, overrides, num_devices=target.num_devices, model_shape=shape)
     model_config = ModelConfig.from_hf(config.model.hf_path or config.model.init_config)
     report = compile_for(config, model_config, target)
-    print(format_report(report))
+    print(format_report(report), flush=True)
+    numbers = report_numbers(report)
+    if flags.aot_cost:
+        from cft_jax.aot.cost import cost_numbers, format_cost, whole_step_cost
+
+        cost = whole_step_cost(config, model_config, target)
+        print(format_cost(cost))
+        numbers["cost_estimate"] = cost_numbers(cost)
     if flags.aot_json:
-        epath.Path(flags.aot_json).write_text(json.dumps(report_numbers(report), indent=2) + "\n")
+        epath.Path(flags.aot_json).write_text(json.dumps(numbers, indent=2) + "\n")
 
 
 if __name__ == "__main__":

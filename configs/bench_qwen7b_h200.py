@@ -1,7 +1,7 @@
 """Bench shape: Qwen2.5-7B (random weights), a full fine-tune on one H200, 2 x 4096 packed tokens.
 
 The architecture is Qwen2.5-7B's config.json (28 layers, hidden 3584, 28 heads of 128, 4 KV heads,
-vocabulary 151936, untied embeddings, rope_theta 1e6). What makes it fit 141 GB: fp32 master weights
+vocabulary 152064, untied embeddings, rope_theta 1e6). What makes it fit 141 GB: fp32 master weights
 and gradients (28.4 GiB each), AdamW's first moment in bf16 (14.2 GiB instead of 28.4) next to the
 fp32 second moment, full remat, and a fused attention kernel for packed rows (`auto`: no
 [heads, seq, seq] probabilities). `--dry_run` estimates 103.5 GiB per device (docs/performance.md).

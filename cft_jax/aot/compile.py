@@ -15,6 +15,7 @@ import dataclasses
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -25,6 +26,7 @@ from cft_jax.config import TrainConfig, resolve_mesh
 from cft_jax.errors import InputError
 from cft_jax.models.attention_kernels import choose_attention, lowering_for
 from cft_jax.models.config import ModelConfig
+from cft_jax.models.loops import ROLLED, Unroll, unrolled
 from cft_jax.models.sharding import make_mesh
 from cft_jax.training.metrics import memory_plan
 from cft_jax.training.state import TrainStep, abstract_params
@@ -63,8 +65,11 @@ def _memory(compiled: Any) -> dict[str, float]:
         "alias": float(stats.alias_size_in_bytes),
         "temp": float(stats.temp_size_in_bytes),
     }
-    # Donated state is aliased: its outputs reuse the arguments' memory.
-    memory["total"] = memory["argument"] + memory["output"] - memory["alias"] + memory["temp"]
+    memory["code"] = float(stats.generated_code_size_in_bytes)
+    # Donated state is aliased: its outputs reuse the arguments' memory; the program itself lives in HBM.
+    memory["total"] = (
+        memory["argument"] + memory["output"] - memory["alias"] + memory["temp"] + memory["code"]
+    )
     memory["host_temp"] = float(getattr(stats, "host_temp_size_in_bytes", 0))
     return memory
 
@@ -80,7 +85,14 @@ def _cost(compiled: Any) -> dict[str, float]:
     }
 
 
-def compile_for(config: TrainConfig, model_config: ModelConfig, target: Target) -> AotReport:
+def compile_for(
+    config: TrainConfig,
+    model_config: ModelConfig,
+    target: Target,
+    *,
+    unroll: Unroll = ROLLED,
+    compiler_options: dict[str, Any] | None = None,
+) -> AotReport:
     """Compiles the step `config` trains, for `target`; InputError with advice when it does not fit."""
     mesh_shape = resolve_mesh(config.mesh, target.num_devices)
     devices_needed(target, mesh_shape)
@@ -101,18 +113,18 @@ def compile_for(config: TrainConfig, model_config: ModelConfig, target: Target) 
     attention = choose_attention(config.model.attention_impl, q, k, target.platform)
     estimate = memory_plan(config, model_config, target.num_devices)
     start = time.perf_counter()
-    with lowering_for(target.platform):
+    with lowering_for(target.platform), unrolled(unroll):
         lowered = step.lower(
             params,
             step.abstract_opt_state(params),
             step.abstract_batch(t.global_batch, config.data.seq_len),
         )
     try:
-        compiled = lowered.compile()
+        compiled = lowered.compile(compiler_options=compiler_options)
     except jax.errors.JaxRuntimeError as error:
         raise InputError(out_of_memory_advice(str(error), config, target, estimate)) from None
     compile_s = time.perf_counter() - start
-    text = compiled.as_text()
+    text = optimized_hlo(compiled)
     return AotReport(
         target=target,
         mesh=mesh_shape,
@@ -128,6 +140,23 @@ def compile_for(config: TrainConfig, model_config: ModelConfig, target: Target) 
         cost=_cost(compiled),
         hlo_text=text,
     )
+
+
+def optimized_hlo(compiled: Any) -> str:
+    """The optimized HLO text of a compiled step. jaxlib cannot read back the HLO of a libtpu newer
+    than its own (async ops changed shape); XLA's dump (XLA_FLAGS=--xla_dump_to=DIR), which libtpu
+    writes itself, has the same text."""
+    try:
+        return compiled.as_text()
+    except jax.errors.JaxRuntimeError as error:
+        match = re.search(r"--xla_dump_to=(\S+)", os.environ.get("XLA_FLAGS", ""))
+        dumps = sorted(Path(match.group(1)).glob("*train_step*after_optimizations.txt")) if match else []
+        if not dumps:
+            raise InputError(
+                f"this jaxlib cannot read the compiled step back ({str(error).splitlines()[0]}); "
+                "rerun with XLA_FLAGS=--xla_dump_to=DIR --xla_dump_hlo_as_text to read it from the dump"
+            ) from None
+        return max(dumps, key=lambda p: p.stat().st_mtime).read_text()
 
 
 _HBM_NUMBERS = re.compile(r"([0-9.]+)([KMGT])?i?B?\s+of\s+([0-9.]+)([KMGT])?i?B?\s+hbm", re.IGNORECASE)

@@ -39,6 +39,7 @@ SHAPES: dict[str, dict[str, Any]] = {
     },
     "qwen2.5-7b": {
         **_QWEN25,
+        "vocab_size": 152064,  # 7B and larger pad the embedding to 152064 rows (0.5B-3B: 151936)
         "hidden_size": 3584,
         "intermediate_size": 18944,
         "num_hidden_layers": 28,

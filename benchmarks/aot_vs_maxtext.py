@@ -1,0 +1,217 @@
+"""cft_jax's train step and MaxText's, compiled by the same TPU compiler and estimated the same way.
+
+Both steps are compiled ahead of time on this CPU machine for the same model shape, TPU topology,
+sequence length, rows per chip, micro-batches, remat policy and attention kernel (splash):
+  - cft_jax through `python -m cft_jax.train --aot ... --aot_cost` (cft_jax.aot.cost);
+  - MaxText 0.2.5 as installed (benchmarks/maxtext_env.sh makes .venv-maxtext) through its own
+    train_compile functions (benchmarks/maxtext_compile.py), at layer unroll 1 and 2 and micro-batch
+    unroll 1 and 2, windowed einsums off, and its whole step rebuilt with the same formula;
+then the same estimate is applied to both: the compiler's cost model for compute, the ring traffic of
+the optimized HLO's collectives (cft_jax.aot.hlo, trip counts applied) over the chip's ICI bandwidth,
+step = max(compute, interconnect), MFU = MaxText's own model-FLOP count / (step x peak). Every number
+is a COMPILER ESTIMATE, not a measurement. MaxText runs with libtpu 0.0.52 (what its jax needs);
+cft_jax runs with its pinned libtpu 0.0.42.1 and, with --same-libtpu, also with 0.0.52 (installed into
+a side folder, HLO read from XLA's dump since jaxlib 0.10.2 cannot read that compiler's HLO back).
+
+    bash benchmarks/maxtext_env.sh
+    python benchmarks/aot_vs_maxtext.py --case 7b --case 1.5b [--same-libtpu] [--json out.json]
+
+Takes ~20 minutes on 2 busy cores for both cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cft_jax.aot import hlo  # noqa: E402
+from cft_jax.aot.targets import CHIPS, resolve_target  # noqa: E402
+
+GiB = 2**30
+# name -> (our shape, MaxText model, topology, seq, rows per chip per micro-batch, micro-batches)
+CASES = {
+    "7b": ("qwen2.5-7b", "qwen2.5-7b", "v5p-32", 2048, 8, 4),
+    "1.5b": ("qwen2.5-1.5b", "qwen2.5-1.5b", "v5p-8", 4096, 2, 1),
+}
+MAXTEXT_PYTHON = REPO / ".venv-maxtext" / "bin" / "python"
+LIBTPU_052 = Path(tempfile.gettempdir()) / "cft_jax_libtpu_0.0.52"
+
+
+def run(command: list[str], env: dict[str, str] | None = None) -> None:
+    print("$ " + shlex.join(command), flush=True)
+    result = subprocess.run(
+        command, cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True
+    )
+    if result.returncode:
+        sys.exit(f"failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+def ours(case: str, out: Path, libtpu_path: Path | None = None) -> dict:
+    shape, _, topology, seq, rows, micro = CASES[case]
+    chips = resolve_target(topology).num_devices
+    command = [
+        sys.executable, "-m", "cft_jax.train", "--config", "configs/qwen7b_v5p.py", "--shape", shape,
+        "--aot", topology, "--aot_cost", "--aot_json", str(out),
+        "--config.model.attention_impl=auto", "--config.model.remat=full",
+        f"--config.data.seq_len={seq}", f"--config.training.global_batch={rows * chips * micro}",
+        f"--config.training.accumulation_steps={micro}",
+    ]  # fmt: skip
+    env = {"JAX_PLATFORMS": "cpu"}
+    if libtpu_path is not None:
+        dump = out.with_suffix(".dump")
+        env |= {"PYTHONPATH": str(libtpu_path), "XLA_FLAGS": f"--xla_dump_to={dump} --xla_dump_hlo_as_text"}
+    run(command, env)
+    return json.loads(out.read_text())
+
+
+def maxtext(case: str, out: Path) -> dict:
+    _, model, topology, seq, rows, micro = CASES[case]
+    variants = {"base": [], "layer2": ["--layer-unroll", "2"]}
+    if micro > 1:
+        variants["micro2"] = ["--grad-accum-unroll", "2"]
+    results = {}
+    for name, extra in variants.items():
+        directory = out / name
+        run(
+            [
+                str(MAXTEXT_PYTHON),
+                "benchmarks/maxtext_compile.py",
+                "--model",
+                model,
+                "--topology",
+                topology,
+                "--seq",
+                str(seq),
+                "--per-device-batch",
+                str(rows),
+                "--grad-accum",
+                str(micro),
+                "--remat",
+                "full",
+                "--attention",
+                "flash",
+                "--no-windowed-einsum",
+                "--out",
+                str(directory),
+                *extra,
+                *([] if name == "base" else ["--no-hlo"]),
+            ]  # fmt: skip
+        )
+        results[name] = {
+            f: json.loads((directory / f"{f}.json").read_text()) for f in ("memory", "cost", "config")
+        }
+        if name == "base":
+            results[name]["hlo"] = (directory / "hlo.txt").read_text()
+    return results
+
+
+def maxtext_estimate(case: str, results: dict) -> dict:
+    """MaxText's whole step rebuilt as cft_jax.aot.cost rebuilds ours (its loss has no chunk loop)."""
+    _, _, topology, seq, rows, micro = CASES[case]
+    target = resolve_target(topology)
+    layers = {"7b": 28, "1.5b": 28}[case]
+    keys = ("flops", "bytes accessed", "optimal_seconds")
+    c0 = {k: results["base"]["cost"][k] for k in keys}
+    layer = {k: results["layer2"]["cost"][k] - c0[k] for k in keys}
+    whole = {k: c0[k] + (layers - 1) * layer[k] for k in keys}
+    if micro > 1:
+        body = {k: results["micro2"]["cost"][k] - c0[k] for k in keys}
+        whole = {k: whole[k] + (micro - 1) * (body[k] + (layers - 1) * layer[k]) for k in keys}
+    traffic = sum(
+        c.traffic_bytes * c.per_step for c in hlo.collectives(results["base"]["hlo"], target.num_devices)
+    )
+    collective_bytes = sum(
+        c.bytes * c.per_step for c in hlo.collectives(results["base"]["hlo"], target.num_devices)
+    )
+    interconnect = traffic / target.chip.interconnect_bytes_per_s
+    step = max(whole["optimal_seconds"], interconnect)
+    model_flops = results["base"]["config"]["maxtext_tflops_per_chip_step"]["total"] * 1e12
+    memory = results["base"]["memory"]
+    total = memory.get("total_bytes") or (
+        memory["argument_size_in_bytes"] + memory["output_size_in_bytes"] - memory["alias_size_in_bytes"]
+        + memory["temp_size_in_bytes"]
+    )  # fmt: skip
+    return {
+        "memory_gib": total / GiB,
+        "collective_gib": collective_bytes / GiB,
+        "compute_s": whole["optimal_seconds"],
+        "interconnect_s": interconnect,
+        "step_s": step,
+        "flops_ratio": whole["flops"] / model_flops,
+        "model_tflop": model_flops / 1e12,
+        "mfu": model_flops / (step * CHIPS["v5p"].peak_bf16_flops),
+        "tokens_per_s_per_chip": seq * rows * micro / step,
+    }
+
+
+def our_estimate(numbers: dict) -> dict:
+    cost = numbers["cost_estimate"]
+    return {
+        "memory_gib": numbers["memory"]["total"] / GiB,
+        "collective_gib": sum(t["bytes"] for t in numbers["collectives"].values()) / GiB,
+        "compute_s": cost["compute_s"],
+        "interconnect_s": cost["interconnect_s"],
+        "step_s": cost["step_s"],
+        "flops_ratio": cost["whole"]["flops"] / cost["model_flops"],
+        "model_tflop": cost["model_flops"] / 1e12,
+        "mfu": cost["mfu"],
+        "tokens_per_s_per_chip": cost["tokens_per_s_per_device"],
+    }
+
+
+def install_libtpu_052() -> Path:
+    if not (LIBTPU_052 / "libtpu").is_dir():
+        run([sys.executable, "-m", "pip", "install", "-q", "--target", str(LIBTPU_052), "libtpu==0.0.52"])
+    return LIBTPU_052
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", action="append", choices=sorted(CASES), help="default: both")
+    parser.add_argument("--same-libtpu", action="store_true", help="also compile ours with MaxText's libtpu")
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "aot_vs_maxtext"))
+    parser.add_argument("--json", default="", help="also write the table's numbers here")
+    args = parser.parse_args()
+    if not MAXTEXT_PYTHON.exists():
+        sys.exit("no .venv-maxtext: run `bash benchmarks/maxtext_env.sh` first")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    print("command: python benchmarks/aot_vs_maxtext.py " + shlex.join(sys.argv[1:]))
+    table = {}
+    for case in args.case or sorted(CASES):
+        rows = {"cft_jax (libtpu 0.0.42.1)": our_estimate(ours(case, work / f"ours_{case}.json"))}
+        if args.same_libtpu:
+            numbers = ours(case, work / f"ours052_{case}.json", install_libtpu_052())
+            rows["cft_jax (libtpu 0.0.52)"] = our_estimate(numbers)
+        rows["MaxText 0.2.5 (libtpu 0.0.52)"] = maxtext_estimate(
+            case, maxtext(case, work / f"maxtext_{case}")
+        )
+        table[case] = rows
+    print("\nCOMPILER ESTIMATES (libtpu cost model + ICI ring traffic), per chip, same method both sides:")
+    header = f"{'case':6} {'step':32} {'memory GiB':>10} {'coll. GiB':>9} {'compute s':>9} {'ICI s':>7} "
+    print(header + f"{'step s':>7} {'flops/model':>11} {'est. MFU':>8} {'tok/s/chip':>10}")
+    for case, rows in table.items():
+        for name, r in rows.items():
+            print(
+                f"{case:6} {name:32} {r['memory_gib']:10.2f} {r['collective_gib']:9.1f} {r['compute_s']:9.3f} "
+                f"{r['interconnect_s']:7.3f} {r['step_s']:7.3f} {r['flops_ratio']:11.3f} {100 * r['mfu']:7.1f}% "
+                f"{r['tokens_per_s_per_chip']:10.0f}"
+            )
+        ours_row, theirs = rows["cft_jax (libtpu 0.0.42.1)"], rows["MaxText 0.2.5 (libtpu 0.0.52)"]
+        print(f"{case:6} ratio cft_jax / MaxText: est. MFU {ours_row['mfu'] / theirs['mfu']:.3f}, "
+              f"memory {ours_row['memory_gib'] / theirs['memory_gib']:.3f}")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
