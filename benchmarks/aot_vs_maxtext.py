@@ -202,9 +202,9 @@ def main() -> None:
     for case, rows in table.items():
         for name, r in rows.items():
             print(
-                f"{case:6} {name:32} {r['memory_gib']:10.2f} {r['collective_gib']:9.1f} {r['compute_s']:9.3f} "
-                f"{r['interconnect_s']:7.3f} {r['step_s']:7.3f} {r['flops_ratio']:11.3f} {100 * r['mfu']:7.1f}% "
-                f"{r['tokens_per_s_per_chip']:10.0f}"
+                f"{case:6} {name:32} {r['memory_gib']:10.2f} {r['collective_gib']:9.1f} "
+                f"{r['compute_s']:9.3f} {r['interconnect_s']:7.3f} {r['step_s']:7.3f} "
+                f"{r['flops_ratio']:11.3f} {100 * r['mfu']:7.1f}% {r['tokens_per_s_per_chip']:10.0f}"
             )
         ours_row, theirs = rows["cft_jax (libtpu 0.0.42.1)"], rows["MaxText 0.2.5 (libtpu 0.0.52)"]
         print(f"{case:6} ratio cft_jax / MaxText: est. MFU {ours_row['mfu'] / theirs['mfu']:.3f}, "
