@@ -21,6 +21,7 @@ def get_config() -> dict:
             "param_dtype": "float32",
             "compute_dtype": "bfloat16",
             "remat": "full",
+            "attention_impl": "auto",  # splash on TPU, Pallas flash on GPU, the XLA reference elsewhere
         },
         "data": {
             "train_paths": ("data/one_shot_cft.jsonl",),

@@ -21,7 +21,7 @@ def get_config() -> dict:
             "param_dtype": "float32",  # fp32 master weights; bf16 compute
             "compute_dtype": "bfloat16",
             "remat": "full",
-            "attention_impl": "xla",
+            "attention_impl": "auto",  # splash on TPU, Pallas flash on GPU, the XLA reference elsewhere
         },
         "data": {
             "train_paths": ("data/WebInstruct-CFT-50K.json",),

@@ -180,6 +180,20 @@ def read_jsonl(path: str | Path | epath.Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in epath.Path(path).read_text().splitlines() if line.strip()]
 
 
+# What the compiled step keeps besides its state, counted in the TPU compiler's buffer assignment of
+# full-remat steps (`python -m cft_jax.train --aot ...`, XLA's memory-usage report and live ranges,
+# Qwen2.5 0.5B-7B, Llama-3.2-3B and DeepSeek-7B shapes on v5p slices): while one layer is recomputed
+# and differentiated, MLP_ARRAYS [batch, seq, ffn] and HIDDEN_ARRAYS [batch, seq, hidden] arrays in
+# the compute dtype, and LAYER_WEIGHT_COPIES of one layer's weights gathered whole in the compute
+# dtype (this layer, the next one prefetched, their gradients before the reduce-scatter); while a
+# vocabulary chunk of the loss is differentiated, LOGIT_ARRAYS fp32 [batch, seq, chunk] arrays and
+# two fp32 [batch, seq, hidden] ones. tests/aot/test_memory_plan.py holds the plan to the compiler.
+MLP_ARRAYS = 5
+HIDDEN_ARRAYS = 39
+LAYER_WEIGHT_COPIES = 4.5
+LOGIT_ARRAYS = 3
+
+
 def memory_estimate(
     config: Any,
     *,
@@ -195,21 +209,23 @@ def memory_estimate(
     attention_impl: str = "xla",
     vocab_chunk: int = 16384,
 ) -> dict[str, float]:
-    """Rough per-device bytes of a training step: parameters, gradients, AdamW state, activations.
+    """Per-device bytes of a training step, the plan `--dry_run` prints before anything is compiled.
 
-    config: a ModelConfig. Parameters, gradients and the two AdamW moments are split over
-    `shards` = fsdp * tensor devices. Gradients are in the parameter dtype, or fp32 accumulators when
-    `accumulation_steps` > 1; AdamW's first moment is in `mu_dtype` ("param": the parameter dtype), its
-    second in the parameter dtype (optax's layout). Activations are what the backward pass keeps for
-    one micro-batch on one device (b = micro_batch_per_device rows of `seq_len`):
-      full remat: each layer's input, b*s*d per layer, plus one layer recomputed at a time;
-      offload:    as full, but the layer inputs sit in pinned host memory (`offloaded_to_host`);
-      save_dots:  every matmul output (q, k, v, o, gate, up, down) per layer;
-      none:       everything;
-    a layer's [b, heads, s, s] fp32 attention probabilities count only with `attention_impl="xla"`
-    (fused kernels keep a [b, heads, s] log-sum-exp instead; "auto" is counted as the fused kernel it
-    picks on GPU / TPU); plus the loss's fp32 hidden states and one vocabulary chunk. An estimate, not
-    a measurement: the compiled step's `memory_analysis()` (printed by the bench) is the number to trust.
+    config: a ModelConfig; b = micro_batch_per_device rows of `seq_len` per device per micro-batch.
+      parameters, optimizer: the step's arguments, split over `shards` = fsdp * tensor devices
+        (AdamW's first moment in `mu_dtype`, "param" = the parameter dtype; the second moment in the
+        parameter dtype);
+      gradients: fp32 accumulators when accumulating, one micro-batch's gradients (the stacked layers'
+        in the compute dtype, taken of their compute-dtype copy, which is counted too; the embedding's
+        and LM head's in the parameter dtype);
+      activations: what the backward pass keeps, each layer's [b, seq, hidden] input with full remat
+        (in pinned host memory with "offload": `offloaded_to_host`), every matmul output per layer
+        with save_dots, everything with none; plus the larger of one layer's working set and one loss
+        chunk's (the counts above); with `attention_impl="xla"` a layer's [b, heads, seq, seq] fp32
+        scores and compute-dtype probabilities ("auto" is counted as the fused kernel it picks on a
+        TPU or GPU, which keeps a [b, heads, seq] log-sum-exp).
+    Calibrated on full-remat steps compiled for TPU (within 3% of `memory_analysis()` there); for the
+    other remat policies and for GPUs the `--aot` report is the number to trust.
     """
 
     def width(dtype: str) -> int:
@@ -217,34 +233,43 @@ def memory_estimate(
 
     param_bytes, act_bytes = width(param_dtype), width(compute_dtype)
     mu_bytes = param_bytes if mu_dtype == "param" else width(mu_dtype)
-    grad_bytes = 4 if accumulation_steps > 1 else param_bytes
     n = config.num_params()
-    b, s, d, f = micro_batch_per_device, seq_len, config.hidden_size, config.intermediate_size
-    h, k, dh, layers = (
-        config.num_heads // tensor or 1,
-        config.num_kv_heads,
-        config.head_dim,
-        config.num_layers,
-    )
-    f_local = f // tensor or 1
-    matmul_outputs = b * s * (2 * h * dh + 2 * k * dh + d + 2 * f_local + d) * act_bytes
-    attention_saved = b * h * s * s * 4 if attention_impl == "xla" else b * h * s * 4
-    one_layer = matmul_outputs + attention_saved + 4 * b * s * d * act_bytes
-    layer_inputs = layers * b * s * d * act_bytes
-    offloaded = 0
-    if remat == "full":
-        activations = layer_inputs + one_layer
-    elif remat == "offload":
-        activations, offloaded = one_layer, layer_inputs
+    embeddings = config.vocab_size * config.hidden_size * (1 if config.tie_word_embeddings else 2)
+    layer_params = n - embeddings
+    b, s, d, layers = micro_batch_per_device, seq_len, config.hidden_size, config.num_layers
+    h = max(config.num_heads // tensor, 1)
+    k = max(config.num_kv_heads // tensor, 1)
+    f = max(config.intermediate_size // tensor, 1)
+    dh = config.head_dim
+    chunk = min(vocab_chunk, config.vocab_size)
+
+    accumulators = n * 4 / shards if accumulation_steps > 1 else 0.0
+    cast_copy = layer_params * act_bytes / shards if act_bytes != param_bytes else 0.0
+    micro_grads = (layer_params * act_bytes + embeddings * param_bytes) / shards
+    layer_input = b * s * d * act_bytes
+    matmul_outputs = b * s * (2 * h * dh + 2 * k * dh + d + 2 * f + d) * act_bytes
+    offloaded = 0.0
+    if remat in ("full", "offload"):
+        saved = layers * layer_input
     elif remat in ("save_dots", "save_dots_no_batch"):
-        activations = layers * (matmul_outputs + b * s * d * act_bytes) + one_layer
+        saved = layers * (layer_input + matmul_outputs)
     else:
-        activations = layers * one_layer
-    activations += b * s * d * 4 + 3 * b * s * min(vocab_chunk, config.vocab_size) * 4
+        saved = layers * (layer_input + matmul_outputs + 4 * b * s * (d + f) * act_bytes)
+    if remat == "offload":
+        saved, offloaded = 0.0, saved
+    one_layer = (
+        MLP_ARRAYS * b * s * f * act_bytes
+        + HIDDEN_ARRAYS * layer_input
+        + LAYER_WEIGHT_COPIES * (layer_params / layers / tensor) * act_bytes
+    )
+    if attention_impl == "xla":
+        one_layer += b * h * s * s * (4 + act_bytes)
+    one_chunk = LOGIT_ARRAYS * b * s * chunk * 4 + 2 * b * s * d * 4
+    activations = saved + max(one_layer, one_chunk)
     state = {
         "parameters": n * param_bytes / shards,
-        "gradients": n * grad_bytes / shards,
         "optimizer": n * (mu_bytes + param_bytes) / shards,
+        "gradients": accumulators + cast_copy + micro_grads,
     }
     return {
         **state,
