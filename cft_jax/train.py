@@ -32,7 +32,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 import cft_jax
-from cft_jax.assets.tokenizers import TOKENIZERS, tokenizer_dir
+from cft_jax.assets.tokenizers import export_source
 from cft_jax.config import ConfigError, TrainConfig, load_config, resolve_mesh
 from cft_jax.convert.checkpoint import as_path
 from cft_jax.data.pipeline import check_vocab_fits, load_examples, make_iterator, write_export_tokenizer
@@ -89,11 +89,7 @@ def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
 
 def tokenizer_source(config: TrainConfig) -> Path | epath.Path | None:
     """Where the tokenizer files that go with exports come from: the HF checkpoint, else the data's."""
-    if config.model.hf_path:
-        return epath.Path(config.model.hf_path)
-    if config.data.tokenizer in TOKENIZERS:
-        return tokenizer_dir(config.data.tokenizer)
-    return Path(config.data.tokenizer) if Path(config.data.tokenizer).is_dir() else None
+    return export_source(config.model.hf_path, config.data.tokenizer)
 
 
 def code_version() -> str:

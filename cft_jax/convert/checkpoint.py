@@ -27,10 +27,11 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
+from cft_jax.assets.tokenizers import copy_tokenizer
 from cft_jax.errors import InputError
 from cft_jax.integrity import write_manifest
 from cft_jax.models.config import ConfigError, ModelConfig
-from cft_jax.models.hf import copy_tokenizer, param_leaves
+from cft_jax.models.hf import param_leaves
 from cft_jax.models.sharding import model_shardings
 from cft_jax.models.transformer import Decoder
 from cft_jax.remote import is_remote

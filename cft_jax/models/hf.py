@@ -39,6 +39,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from safetensors.numpy import save_file
 
+from cft_jax.assets.tokenizers import copy_tokenizer
 from cft_jax.errors import InputError
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.sharding import model_shardings
@@ -47,16 +48,6 @@ from cft_jax.remote import is_remote, local_copy
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-)
 
 
 class CheckpointError(InputError):
@@ -569,21 +560,3 @@ def _to_host(x: Any) -> np.ndarray:
     if getattr(x, "is_fully_addressable", True):
         return np.asarray(jax.device_get(x))
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
-def copy_tokenizer(src: str | Path | epath.Path, dst: str | Path | epath.Path) -> list[str]:
-    """Copies the tokenizer files (and `generation_config.json`) present in `src` to `dst` (either may
-    be a `gs://` URI)."""
-    src, dst = epath.Path(src), epath.Path(dst)
-    copied = []
-    for name in (*TOKENIZER_FILES, "generation_config.json"):
-        if (src / name).is_file() and not _same_file(src / name, dst / name):
-            (dst / name).write_bytes((src / name).read_bytes())
-            copied.append(name)
-    return copied
-
-
-def _same_file(a: epath.Path, b: epath.Path) -> bool:
-    if is_remote(a) or is_remote(b):
-        return str(a) == str(b)
-    return Path(a).resolve() == Path(b).resolve()

@@ -41,9 +41,9 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from cft_jax import integrity
+from cft_jax.assets.tokenizers import copy_tokenizer
 from cft_jax.convert.checkpoint import HF_ASSETS, MODEL_ITEM, as_path
 from cft_jax.errors import InputError
-from cft_jax.models.hf import copy_tokenizer
 
 ITEMS = (MODEL_ITEM, "opt_state", "data_iter", "meta")
 QUARANTINE = "quarantine"
