@@ -34,13 +34,13 @@ from jax.sharding import Mesh, NamedSharding
 import cft_jax
 from cft_jax.assets.tokenizers import export_source
 from cft_jax.config import ConfigError, TrainConfig, load_config, resolve_mesh
-from cft_jax.convert.checkpoint import as_path
 from cft_jax.data.pipeline import check_vocab_fits, load_examples, make_iterator, write_export_tokenizer
 from cft_jax.errors import run_cli
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf, load_hf
 from cft_jax.models.shapes import SHAPES
 from cft_jax.models.sharding import make_mesh
+from cft_jax.remote import as_path
 from cft_jax.training import metrics as metrics_lib
 from cft_jax.training.checkpoint import (
     Checkpointer,
