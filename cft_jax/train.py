@@ -48,7 +48,7 @@ from cft_jax.training.checkpoint import (
     abstract_with_shardings,
     data_fingerprints,
 )
-from cft_jax.training.state import TrainStep, decoder_options, init_params
+from cft_jax.training.state import TrainStep, decoder_options, global_batch, init_params
 from cft_jax.training.step import model_parts
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_smollm2.py"
@@ -67,11 +67,6 @@ def hf_options(config: TrainConfig) -> dict[str, Any]:
     """`load_hf` keyword arguments for the config's dtypes, remat and attention."""
     options = decoder_options(config)
     return {"dtype": options.pop("param_dtype"), **options}
-
-
-def global_batch(host_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-    """This host's rows [per_host_batch, seq] -> one global array per key [global_batch, seq]."""
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in host_batch.items()}
 
 
 def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
