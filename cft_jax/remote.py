@@ -31,6 +31,12 @@ def as_path(path: str | os.PathLike) -> epath.Path:
     return path if is_remote(path) else path.absolute()
 
 
+def pathlib_if_local(path: epath.Path) -> Path | epath.Path:
+    """A `pathlib.Path` for a local path, the `epath.Path` itself for a remote one: what the writers
+    return (a local path, as before `gs://` support)."""
+    return path if is_remote(path) else Path(path)
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("CFT_JAX_CACHE", "~/.cache/cft_jax")).expanduser()
 
