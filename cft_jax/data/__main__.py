@@ -137,7 +137,7 @@ def _contamination(args: argparse.Namespace) -> int:
     samples = read_samples(args.paths, opts)
     # The shipped math test sets belong to the evaluation side tool (which parses their ground truth);
     # only their questions are compared here.
-    from cft_jax.evaluation.benchmarks import BENCHMARKS, load_benchmark
+    from cft_jax.evaluation.suites import BENCHMARKS, load_benchmark
 
     names = args.benchmarks.split(",") if args.benchmarks else list(BENCHMARKS)
     unknown = [b for b in names if b not in BENCHMARKS]
