@@ -28,7 +28,8 @@ from cft_jax.remote import as_path
 
 
 class OrbaxCheckpointError(InputError):
-    """A checkpoint directory that does not have the layout above; the message says what is missing."""
+    """A checkpoint directory without the layout of `models/checkpoint_layout.py`; the message says what is
+    missing."""
 
 
 def checkpoint_dir(run_or_ckpt_dir: str | Path | epath.Path) -> epath.Path:
