@@ -69,7 +69,8 @@ def make_synthetic(directory: Path, layers: int) -> float:
     import numpy as np
 
     from cft_jax.models.config import ModelConfig
-    from cft_jax.models.hf import RULES, PlannedTensor, write_safetensors
+    from cft_jax.models.hf import RULES
+    from cft_jax.models.safetensors_io import PlannedTensor, write_safetensors
 
     hf_config = {**SYNTHETIC, "num_hidden_layers": layers}
     config = ModelConfig.from_hf(hf_config)

@@ -16,9 +16,9 @@ os.environ["RAYON_RS_NUM_CPUS"] = "1"  # must precede the tokenizers import
 import json  # noqa: E402
 import time  # noqa: E402
 
+from cft_jax.assets.tokenizers import load_tokenizer  # noqa: E402
 from cft_jax.data import asset_path  # noqa: E402
 from cft_jax.data.pipeline import DataConfig, encode_split, make_iterator  # noqa: E402
-from cft_jax.data.templates import load_tokenizer  # noqa: E402
 
 
 def _tokenize(cfg: DataConfig) -> dict:

@@ -10,8 +10,8 @@ import argparse
 import time
 
 from cft_jax.evaluation.backends import Sampling, TransformersBackend
-from cft_jax.evaluation.benchmarks import load_benchmark
 from cft_jax.evaluation.prompts import render
+from cft_jax.evaluation.suites import load_benchmark
 
 
 def tokens_per_second(backend: TransformersBackend, prompts: list[str], sampling: Sampling) -> float:

@@ -15,8 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from cft_jax.evaluation.benchmarks import BENCHMARKS, DATA_DIR, load_benchmark
 from cft_jax.evaluation.grader import extract_answer, grade_many
+from cft_jax.evaluation.suites import BENCHMARKS, DATA_DIR, load_benchmark
 
 
 def responses(realcritic: Path | None, n: int) -> list[tuple[str, str, str]]:

@@ -25,6 +25,18 @@ def is_remote(path: str | os.PathLike) -> bool:
     return "://" in str(path)
 
 
+def as_path(path: str | os.PathLike) -> epath.Path:
+    """An `epath.Path`, made absolute when it is local (`gs://...` URIs are already absolute)."""
+    path = epath.Path(path)
+    return path if is_remote(path) else path.absolute()
+
+
+def pathlib_if_local(path: epath.Path) -> Path | epath.Path:
+    """A `pathlib.Path` for a local path, the `epath.Path` itself for a remote one: what the writers
+    return (a local path, as before `gs://` support)."""
+    return path if is_remote(path) else Path(path)
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("CFT_JAX_CACHE", "~/.cache/cft_jax")).expanduser()
 

@@ -32,15 +32,15 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 import cft_jax
-from cft_jax.assets.tokenizers import TOKENIZERS, tokenizer_dir
+from cft_jax.assets.tokenizers import export_source
 from cft_jax.config import ConfigError, TrainConfig, load_config, resolve_mesh
-from cft_jax.convert.checkpoint import as_path
 from cft_jax.data.pipeline import check_vocab_fits, load_examples, make_iterator, write_export_tokenizer
 from cft_jax.errors import run_cli
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf, load_hf
 from cft_jax.models.shapes import SHAPES
 from cft_jax.models.sharding import make_mesh
+from cft_jax.remote import as_path
 from cft_jax.training import metrics as metrics_lib
 from cft_jax.training.checkpoint import (
     Checkpointer,
@@ -48,7 +48,7 @@ from cft_jax.training.checkpoint import (
     abstract_with_shardings,
     data_fingerprints,
 )
-from cft_jax.training.state import TrainStep, decoder_options, init_params
+from cft_jax.training.state import TrainStep, decoder_options, global_batch, init_params
 from cft_jax.training.step import model_parts
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_smollm2.py"
@@ -69,11 +69,6 @@ def hf_options(config: TrainConfig) -> dict[str, Any]:
     return {"dtype": options.pop("param_dtype"), **options}
 
 
-def global_batch(host_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-    """This host's rows [per_host_batch, seq] -> one global array per key [global_batch, seq]."""
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in host_batch.items()}
-
-
 def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
     """Updates in the run: training.max_steps, else data.epochs passes over the data."""
     if config.training.max_steps:
@@ -89,11 +84,7 @@ def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
 
 def tokenizer_source(config: TrainConfig) -> Path | epath.Path | None:
     """Where the tokenizer files that go with exports come from: the HF checkpoint, else the data's."""
-    if config.model.hf_path:
-        return epath.Path(config.model.hf_path)
-    if config.data.tokenizer in TOKENIZERS:
-        return tokenizer_dir(config.data.tokenizer)
-    return Path(config.data.tokenizer) if Path(config.data.tokenizer).is_dir() else None
+    return export_source(config.model.hf_path, config.data.tokenizer)
 
 
 def code_version() -> str:

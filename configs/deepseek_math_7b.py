@@ -9,7 +9,7 @@ DeepSeek's tokenizer has no ChatML tokens. The paper's LLaMA-Factory runs used i
 which makes `<|im_end|>` the eos token and so adds it to DeepSeek's tokenizer as a new special token
 (id 100015, a row the 102,400-row embedding already has: nothing is resized), while `<|im_start|>`
 stays plain text (`<`, `|`, `im`, `_`, `start`, `|>`). `data.chatml_add_im_end` does the same
-(cft_jax/data/templates.py, `with_im_end_eos`); the exported tokenizer must carry that token as eos.
+(cft_jax/assets/tokenizers.py, `with_im_end_eos`); the exported tokenizer must carry that token as eos.
 Reported: average of 6 math benchmarks 20.3 (base) -> 27.5 (CFT).
 """
 

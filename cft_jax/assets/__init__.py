@@ -1,4 +1,5 @@
-"""Locating real material that ships outside this package (in other registry packages)."""
+"""Real material: the shipped tokenizers and everything done with tokenizers (`tokenizers.py`), and
+locating what ships outside this package, in other registry packages (here)."""
 
 from __future__ import annotations
 

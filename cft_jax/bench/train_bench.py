@@ -27,9 +27,8 @@ from cft_jax.data.packing import make_row
 from cft_jax.models.attention_kernels import choose_attention, target_backend
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.sharding import make_mesh
-from cft_jax.train import global_batch
 from cft_jax.training.metrics import mfu, peak_flops_per_device
-from cft_jax.training.state import TrainStep, init_params
+from cft_jax.training.state import TrainStep, global_batch, init_params
 
 
 def bench_batch(rows: int, seq_len: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 
 from cft_jax import integrity
 from cft_jax.convert.checkpoint import (
-    HF_ASSETS,
     OrbaxCheckpointError,
     checkpoint_dir,
     committed_steps,
@@ -28,7 +27,9 @@ from cft_jax.convert.checkpoint import (
 )
 from cft_jax.convert.from_gguf import convert_gguf
 from cft_jax.errors import run_cli
-from cft_jax.models.hf import export_hf, load_hf, parse_size
+from cft_jax.models.checkpoint_layout import HF_ASSETS
+from cft_jax.models.hf import export_hf, load_hf
+from cft_jax.models.safetensors_io import parse_size
 
 DTYPES = ("float32", "bfloat16", "float16")
 

@@ -1,14 +1,4 @@
-"""The Orbax checkpoint layout the converter and the trainer share, and reading/writing its model weights.
-
-    CKPT_DIR/
-      <step>/model/        Orbax StandardSave of the parameters as a pure dict
-                           (`nnx.state(model, nnx.Param).to_pure_dict()`: nested dicts keyed by our
-                           parameter path, e.g. {"layers": {"attn": {"q_proj": {"kernel": [L, D, H, Dh]}}}})
-      <step>/<other items> whatever else the trainer saves in the same step (optimizer, data iterator, ...)
-      <step>/integrity_process_{i}-of-{n}.json
-                           size and sha256 of each file of the step (cft_jax/integrity.py)
-      hf/                  config.json (the HF config of the model), generation_config.json and the
-                           tokenizer files, so an export can rebuild a complete HF directory
+"""Reading and writing the model weights of a cft_jax Orbax checkpoint (`models/checkpoint_layout.py`).
 
 Reading restores only the "model" item, against an abstract target built from `hf/config.json` (structure
 and shapes) and the checkpoint's own metadata (dtypes), so a training checkpoint that also holds an
@@ -29,24 +19,17 @@ from flax import nnx
 
 from cft_jax.errors import InputError
 from cft_jax.integrity import write_manifest
+from cft_jax.models.checkpoint_layout import HF_ASSETS, MODEL_ITEM, write_hf_assets
 from cft_jax.models.config import ConfigError, ModelConfig
-from cft_jax.models.hf import copy_tokenizer, param_leaves
+from cft_jax.models.hf import param_leaves
 from cft_jax.models.sharding import model_shardings
 from cft_jax.models.transformer import Decoder
-from cft_jax.remote import is_remote
-
-MODEL_ITEM = "model"
-HF_ASSETS = "hf"
+from cft_jax.remote import as_path
 
 
 class OrbaxCheckpointError(InputError):
-    """A checkpoint directory that does not have the layout above; the message says what is missing."""
-
-
-def as_path(path: str | Path | epath.Path) -> epath.Path:
-    """An `epath.Path`, made absolute when it is local (`gs://...` URIs are already absolute)."""
-    path = epath.Path(path)
-    return path if is_remote(path) else path.absolute()
+    """A checkpoint directory without the layout of `models/checkpoint_layout.py`; the message says what is
+    missing."""
 
 
 def checkpoint_dir(run_or_ckpt_dir: str | Path | epath.Path) -> epath.Path:
@@ -73,11 +56,7 @@ def save_model(
 ) -> epath.Path:
     """Saves the model's parameters as step `step` and the HF config/tokenizer files under `hf/`."""
     ckpt_dir = as_path(ckpt_dir)
-    assets = ckpt_dir / HF_ASSETS
-    assets.mkdir(parents=True, exist_ok=True)
-    (assets / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
-    if hf_dir is not None:
-        copy_tokenizer(hf_dir, assets)
+    write_hf_assets(ckpt_dir, config.to_hf(), hf_dir)
     params = nnx.state(model, nnx.Param).to_pure_dict()
     with ocp.CheckpointManager(ckpt_dir) as manager:
         manager.save(step, args=ocp.args.Composite(**{MODEL_ITEM: ocp.args.StandardSave(params)}))

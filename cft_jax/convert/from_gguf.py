@@ -23,7 +23,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 
 from cft_jax.errors import InputError
 from cft_jax.models.config import ModelConfig
-from cft_jax.models.hf import PlannedTensor, write_safetensors
+from cft_jax.models.safetensors_io import PlannedTensor, write_safetensors
 
 
 class GGUFError(InputError):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cft_jax.critique.config import ModelSpec
 from cft_jax.critique.runner import RunSummary, now
-from cft_jax.critique.sample import pending, solution_record
+from cft_jax.critique.solutions import pending, solution_record
 from cft_jax.schema import JsonlAppender, ProblemRecord, done_ids
 
 CHUNK = 256

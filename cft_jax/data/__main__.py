@@ -135,8 +135,16 @@ def _prepare(args: argparse.Namespace) -> None:
 def _contamination(args: argparse.Namespace) -> int:
     opts = ReadOptions(args.format, "sft" if args.format in ("auto", "cft", "solution") else args.objective)
     samples = read_samples(args.paths, opts)
-    names = args.benchmarks.split(",") if args.benchmarks else None
-    report = contamination_report([s.prompt for s in samples], names, n=args.ngram)
+    # The shipped math test sets belong to the evaluation side tool (which parses their ground truth);
+    # only their questions are compared here.
+    from cft_jax.evaluation.suites import BENCHMARKS, load_benchmark
+
+    names = args.benchmarks.split(",") if args.benchmarks else list(BENCHMARKS)
+    unknown = [b for b in names if b not in BENCHMARKS]
+    if unknown:
+        raise InputError(f"unknown benchmark(s) {unknown}; shipped: {sorted(BENCHMARKS)}")
+    problems = {name: [p.question for p in load_benchmark(name)] for name in names}
+    report = contamination_report([s.prompt for s in samples], problems, n=args.ngram)
     for name, r in report.items():
         if r.contaminated_questions:
             print(

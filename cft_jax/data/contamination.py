@@ -1,7 +1,7 @@
-"""Training questions that overlap the evaluation benchmarks, by word n-grams.
+"""Training questions that overlap evaluation problems, by word n-grams.
 
 A training question is flagged when it shares one word n-gram (default 13, lower-cased words) with a
-benchmark problem, as the GPT-3 and Llama contamination studies count it; a question shorter than n
+problem of a test set, as the GPT-3 and Llama contamination studies count it; a question shorter than n
 words is flagged when it equals a problem of the same words. This warns, it does not filter: the
 user decides (the RealCritic demo data, for instance, is built on MATH and GSM8K test problems).
 """
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-
-from cft_jax.errors import InputError
+from collections.abc import Mapping, Sequence
 
 _WORD = re.compile(r"\w+")
 
@@ -33,22 +32,16 @@ def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
 
 
 def contamination_report(
-    questions: list[str], benchmarks: list[str] | None = None, n: int = 13
+    questions: list[str], problem_sets: Mapping[str, Sequence[str]], n: int = 13
 ) -> dict[str, Overlap]:
-    """Per benchmark: how many training questions share an n-gram with how many of its problems."""
-    from cft_jax.evaluation.benchmarks import BENCHMARKS, load_benchmark
-
-    names = list(BENCHMARKS) if benchmarks is None else benchmarks
-    unknown = [b for b in names if b not in BENCHMARKS]
-    if unknown:
-        raise InputError(f"unknown benchmark(s) {unknown}; shipped: {sorted(BENCHMARKS)}")
+    """Per problem set (its name -> its questions, e.g. a shipped math test set): how many training
+    questions share an n-gram with how many of its problems."""
     question_grams = [ngrams(q, n) for q in questions]
     out = {}
-    for name in names:
-        problems = load_benchmark(name)
+    for name, problems in problem_sets.items():
         index: dict[tuple[str, ...], int] = {}
-        for i, p in enumerate(problems):
-            for g in ngrams(p.question, n):
+        for i, problem in enumerate(problems):
+            for g in ngrams(problem, n):
                 index.setdefault(g, i)
         r = Overlap(questions=len(questions), problems=len(problems))
         matched: set[int] = set()
@@ -58,7 +51,7 @@ def contamination_report(
                 r.contaminated_questions += 1
                 matched |= hits
                 if len(r.examples) < 5:
-                    r.examples.append((q, problems[min(hits)].question))
+                    r.examples.append((q, problems[min(hits)]))
         r.matched_problems = len(matched)
         out[name] = r
     return out

@@ -27,11 +27,12 @@ from typing import Any
 import grain
 import numpy as np
 
+from cft_jax.assets.tokenizers import IM_END, load_tokenizer, write_im_end_tokenizer
 from cft_jax.data import length as length_policy
 from cft_jax.data.packing import PackIterDataset, first_fit_decreasing, make_row, packing_efficiency, pad_row
 from cft_jax.data.prepared import PreparedSource, is_prepared
 from cft_jax.data.records import ReadOptions, ReadReport, RecordError, Rejects, Sample, read_samples
-from cft_jax.data.templates import IM_END, TOKENIZER_FILES, Encoded, Encoder, load_tokenizer
+from cft_jax.data.templates import Encoded, Encoder
 from cft_jax.errors import InputError
 
 Batch = dict[str, np.ndarray]
@@ -57,7 +58,7 @@ class DataConfig:
     # ChatML on a tokenizer without ChatML tokens (DeepSeek, Llama), as the CFT paper's LLaMA-Factory
     # runs did: <|im_end|> added as a new special token that becomes eos (id = the tokenizer's size,
     # which must be < the model's vocab_size), <|im_start|> tokenized as plain text
-    # (templates.with_im_end_eos). Off: such a tokenizer is refused.
+    # (assets.tokenizers.with_im_end_eos). Off: such a tokenizer is refused.
     chatml_add_im_end: bool = False
     tokenizer: str = "qwen2.5"  # a shipped tokenizer name or a directory (local or gs://)
     seq_len: int = 2048
@@ -157,37 +158,14 @@ def check_vocab_fits(cfg: DataConfig, vocab_size: int) -> list[str]:
 def write_export_tokenizer(cfg: DataConfig, src: str | Path | None, dst: str | Path) -> Path | None:
     """The tokenizer exports must carry when the data changed the tokenizer, written to local dir `dst`.
 
-    With `cfg.chatml_add_im_end`: the tokenizer in `src` (the directory exports would copy it from, e.g.
-    the HF checkpoint's; local or gs://; None or a directory without tokenizer files: `cfg.tokenizer`)
-    with `<|im_end|>` added as eos exactly as for the training data (`with_im_end_eos`), saved with
-    `save_pretrained`, plus `src`'s `generation_config.json` unchanged (LLaMA-Factory leaves it alone;
-    evaluation stops at `<|im_end|>` through the tokenizer's eos and the stop strings). Returns `dst`;
-    None (nothing written) when the data leaves the tokenizer as it is: export `src`'s files then.
-    Raises when `<|im_end|>` gets another id in `src`'s tokenizer than in the training data.
+    With `cfg.chatml_add_im_end`: `src`'s tokenizer (the directory exports would copy it from, e.g. the
+    HF checkpoint's; else `cfg.tokenizer`) with `<|im_end|>` added as eos exactly as for the training
+    data (`cft_jax.assets.tokenizers.write_im_end_tokenizer`); returns `dst`. None (nothing written)
+    when the data leaves the tokenizer as it is: export `src`'s files then.
     """
     if not cfg.chatml_add_im_end:
         return None
-    from etils import epath
-
-    trained = training_tokenizer(cfg)
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    source = epath.Path(src) if src is not None else None
-    has_tokenizer = source is not None and any((source / name).is_file() for name in TOKENIZER_FILES)
-    tokenizer = trained
-    if has_tokenizer:
-        tokenizer = load_tokenizer(str(src), add_im_end=True)  # a gs:// src is staged by cft_jax.remote
-        want, got = trained.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(IM_END)
-        if got != want:
-            raise InputError(
-                f"{IM_END} is token {want} in the training data (tokenizer {cfg.tokenizer!r}) but would "
-                f"be {got} in the exported tokenizer from {src}; set data.tokenizer to {str(src)!r} so "
-                "both agree"
-            )
-    tokenizer.save_pretrained(str(dst))
-    if source is not None and (source / "generation_config.json").is_file():
-        (dst / "generation_config.json").write_bytes((source / "generation_config.json").read_bytes())
-    return dst
+    return write_im_end_tokenizer(cfg.tokenizer, src, dst)
 
 
 def _apply_length_policy(

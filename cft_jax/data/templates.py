@@ -10,17 +10,9 @@ Named templates reproduce the papers exactly (recipe.md section 4):
 - `tokenizer`: the tokenizer's own chat template (`apply_chat_template`).
 
 ChatML on a tokenizer without ChatML tokens (DeepSeek, Llama) is refused unless `add_im_end=True`
-(`DataConfig.chatml_add_im_end`), which reproduces what LLaMA-Factory did for the CFT paper's non-Qwen
-models. In hiyouga/LLaMA-Factory `src/llamafactory/data/template.py` (v0.9.1, Nov 2024, the release
-the paper's runs could use; today's `Template.fix_special_tokens` does the same) the `qwen`
-template is registered with `stop_words=["<|im_end|>"]` and `replace_eos=True`, so
-`get_template_and_fix_tokenizer` makes `<|im_end|>` the eos token through
-`tokenizer.add_special_tokens({"eos_token": ...})` (in `_add_or_replace_eos_token`), which appends
-it as a new special token when the vocabulary lacks it, and sets the pad token to the eos token when
-there is none. `<|im_start|>` is never added: it stays ordinary text, split by BPE. The new id
-(`len(tokenizer)` of the checkpoint's HF tokenizer) must have a row in the model's embedding;
-LLaMA-Factory resizes only when the tokenizer outgrew it (`resize_embedding_layer`), which DeepSeek's
-(100,015 tokens, 102,400 embedding rows) does not. See `with_im_end_eos`.
+(`DataConfig.chatml_add_im_end`), which makes the tokenizer what LLaMA-Factory made it for the CFT
+paper's non-Qwen models: `<|im_end|>` a new special eos token, `<|im_start|>` plain text
+(`cft_jax.assets.tokenizers.with_im_end_eos`, where the module docstring has the details).
 
 The loss mask is 1 on every target token *including* the closing end-of-turn / end-of-text token
 and 0 elsewhere. The full rendered string is tokenized once, so the ids are exactly what the
@@ -32,21 +24,15 @@ predicted to produce the target), and `Encoded.straddles` flags it.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import functools
-import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cft_jax.assets.tokenizers import IM_END, IM_START, with_im_end_eos
 from cft_jax.data.records import Sample
 from cft_jax.errors import InputError
-from cft_jax.remote import is_remote, local_copy
 
-IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 CHATML_SYSTEM = "You are a helpful assistant."
 QWEN25_MATH_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -81,92 +67,6 @@ class Encoded:
     where: str = ""
     verdict: str | None = None
     straddles: bool = False
-
-
-# A directory is a tokenizer when it has one of these (what AutoTokenizer reads).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-
-
-@functools.lru_cache(maxsize=8)
-def load_tokenizer(name_or_path: str, *, add_im_end: bool = False) -> Any:
-    """A transformers tokenizer: a shipped one by name (`qwen2.5`, `llama3`, `deepseek_llm`) or a local dir.
-
-    add_im_end: the tokenizer as `with_im_end_eos` makes it (`DataConfig.chatml_add_im_end`).
-    Cached: loading takes seconds and the pipeline only reads from it (never modify the result).
-    """
-    if add_im_end:
-        return with_im_end_eos(load_tokenizer(name_or_path))
-    from transformers import AutoTokenizer
-
-    from cft_jax.assets.tokenizers import TOKENIZERS, tokenizer_dir
-
-    if name_or_path in TOKENIZERS:
-        path = tokenizer_dir(name_or_path)
-    elif is_remote(name_or_path):
-        path = local_copy(name_or_path)  # staged once per host (cft_jax.remote); names a missing one
-    else:
-        path = Path(name_or_path)
-    if not Path(path).is_dir():
-        raise FileNotFoundError(
-            f"tokenizer {name_or_path!r}: not a shipped tokenizer {TOKENIZERS} nor a directory (local or gs://)"
-        )
-    if not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
-        # transformers would answer with a long traceback about slow-tokenizer conversion instead.
-        raise InputError(
-            f"tokenizer {name_or_path!r}: {path} has none of {list(TOKENIZER_FILES)}; give an HF checkpoint "
-            f"or tokenizer directory, or a shipped tokenizer {TOKENIZERS}"
-        )
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-
-
-def with_im_end_eos(tokenizer: Any) -> Any:
-    """A copy of `tokenizer` fixed as LLaMA-Factory's `qwen` template fixes it (module docstring).
-
-    `<|im_end|>` becomes the eos token, added as a new special token (id = the vocabulary size) when
-    the tokenizer lacks it; the pad token becomes the eos token when there is none. `<|im_start|>` is
-    left alone. The tokenizer passed in is not modified (`load_tokenizer` caches and shares it).
-
-    A tokenizer rebuilt from llama.cpp's GGUF vocabulary (the shipped `deepseek_llm`) carries
-    placeholder entries `[PAD<id>]` that pad its vocabulary to the model's embedding size (102,400)
-    and that no text ever tokenizes to; the HF tokenizer the paper used ends before them (100,015
-    tokens). They are dropped before `<|im_end|>` is added, so it gets the id it got in the paper's runs
-    (100015 for DeepSeek), the one the checkpoint's own tokenizer gives it too.
-    """
-    if tokenizer.eos_token == IM_END and tokenizer.pad_token is not None:
-        return tokenizer
-    if IM_END in tokenizer.get_vocab():
-        tokenizer = copy.deepcopy(tokenizer)
-    else:
-        tokenizer = _without_llama_cpp_padding(tokenizer)
-    tokenizer.add_special_tokens({"eos_token": IM_END})
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def _without_llama_cpp_padding(tokenizer: Any) -> Any:
-    """A copy of `tokenizer` without a trailing run of llama.cpp's `[PAD<id>]` vocabulary placeholders."""
-    size = len(tokenizer)
-    first = size
-    while first > 0 and tokenizer.convert_ids_to_tokens(first - 1) == f"[PAD{first - 1}]":
-        first -= 1
-    if first == size or any(i >= first for i in tokenizer.added_tokens_decoder):
-        return copy.deepcopy(tokenizer)
-    from transformers import AutoTokenizer
-
-    with tempfile.TemporaryDirectory(prefix="cft_tokenizer_") as tmp:
-        tokenizer.save_pretrained(tmp)
-        path = Path(tmp) / "tokenizer.json"
-        state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        vocab = state.get("model", {}).get("vocab")
-        if not isinstance(vocab, dict):  # not a BPE tokenizer.json: leave the vocabulary as it is
-            return copy.deepcopy(tokenizer)
-        state["model"]["vocab"] = {token: i for token, i in vocab.items() if i < first}
-        path.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
-        stripped = AutoTokenizer.from_pretrained(tmp, local_files_only=True)
-    if len(stripped) != first:
-        raise RuntimeError(f"dropping the [PAD] placeholders left {len(stripped)} tokens, expected {first}")
-    return stripped
 
 
 class Encoder:

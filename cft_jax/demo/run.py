@@ -19,9 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from cft_jax.assets.tokenizers import load_tokenizer
 from cft_jax.config import load_config
 from cft_jax.data.records import Sample, cft_prompt
-from cft_jax.data.templates import Encoder, load_tokenizer
+from cft_jax.data.templates import Encoder
 from cft_jax.demo import inputs as demo_inputs_lib
 from cft_jax.demo.measure import Measurement, measure, verdict_set
 from cft_jax.demo.report import plot_losses, write_report

@@ -18,10 +18,10 @@ from typing import Any
 
 from cft_jax.errors import InputError
 from cft_jax.evaluation.backends import Backend, Sampling, make_backend
-from cft_jax.evaluation.benchmarks import BENCHMARKS, PAPER_SUITE, load_benchmark
 from cft_jax.evaluation.grader import DEFAULT_TIMEOUT, GRADERS, extract_answer, grade_many
 from cft_jax.evaluation.prompts import check_prompt, render
 from cft_jax.evaluation.reports import run_names, summarize, summarize_dir, write_report
+from cft_jax.evaluation.suites import BENCHMARKS, PAPER_SUITE, load_benchmark
 from cft_jax.schema import JsonlAppender, ResponseRecord, done_ids, from_dict, read_jsonl
 
 

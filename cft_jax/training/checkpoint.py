@@ -1,7 +1,7 @@
 """Orbax checkpoints of a training run: one composite checkpoint per saved step.
 
-Items of a checkpoint `WORKDIR/checkpoints/<step>/` (the layout of `cft_jax/convert/checkpoint.py`, whose
-`hf/` directory beside the steps holds the model's config.json and tokenizer):
+Items of a checkpoint `WORKDIR/checkpoints/<step>/` (the layout of `cft_jax/models/checkpoint_layout.py`,
+whose `hf/` directory beside the steps holds the model's config.json and tokenizer):
   model      the trainable parameters as a pure nested dict (our parameter paths, see
              cft_jax/models/CONTRACT.md), what `python -m cft_jax.convert export` reads;
   opt_state  the optax state (AdamW moments and counters);
@@ -41,9 +41,9 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from cft_jax import integrity
-from cft_jax.convert.checkpoint import HF_ASSETS, MODEL_ITEM, as_path
 from cft_jax.errors import InputError
-from cft_jax.models.hf import copy_tokenizer
+from cft_jax.models.checkpoint_layout import MODEL_ITEM, write_hf_assets
+from cft_jax.remote import as_path
 
 ITEMS = (MODEL_ITEM, "opt_state", "data_iter", "meta")
 QUARANTINE = "quarantine"
@@ -108,13 +108,8 @@ class Checkpointer:
 
     def write_hf_assets(self, hf_config: dict[str, Any], tokenizer_dir: Path | epath.Path | None) -> None:
         """`hf/config.json` and the tokenizer files beside the steps: what `cft_jax.convert export` reads."""
-        if jax.process_index() != 0:
-            return
-        assets = self.directory / HF_ASSETS
-        assets.mkdir(parents=True, exist_ok=True)
-        (assets / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-        if tokenizer_dir is not None:
-            copy_tokenizer(tokenizer_dir, assets)
+        if jax.process_index() == 0:
+            write_hf_assets(self.directory, hf_config, tokenizer_dir)
 
     def latest_step(self) -> int | None:
         """The newest committed step; None (with a warning if steps were set aside earlier) if none."""

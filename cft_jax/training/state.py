@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -88,6 +89,11 @@ def optimizer_shardings(tx: optax.GradientTransformation, params: nnx.State, mes
     return optax.tree_map_params(
         tx, lambda _, sharding: sharding, abstract, param_shardings, transform_non_params=lambda _: replicated
     )
+
+
+def global_batch(host_batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """This host's rows [per_host_batch, seq] -> one global array per key [global_batch, seq]."""
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in host_batch.items()}
 
 
 @dataclasses.dataclass(frozen=True)

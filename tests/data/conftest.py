@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from cft_jax.assets.tokenizers import load_tokenizer
 from cft_jax.data import asset_path
-from cft_jax.data.templates import load_tokenizer
 from cft_jax.schema import CritiqueRecord, from_dict
 
 

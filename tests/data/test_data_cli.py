@@ -61,7 +61,7 @@ def test_prepared_file_refuses_other_settings(data, tmp_path):
 
 
 def test_contamination_warns_with_counts(tmp_path, capsys):
-    from cft_jax.evaluation.benchmarks import load_benchmark
+    from cft_jax.evaluation.suites import load_benchmark
 
     leaked = load_benchmark("math-500")[:3]
     recs = [{"id": p.id, "question": p.question, "solution": "s", "critique": "c"} for p in leaked]

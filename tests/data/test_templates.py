@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cft_jax.assets.tokenizers import _without_llama_cpp_padding, load_tokenizer, with_im_end_eos
 from cft_jax.data.pipeline import DataConfig, check_vocab_fits, training_tokenizer, write_export_tokenizer
 from cft_jax.data.records import CFT_INPUT, CFT_INSTRUCTION, Sample, cft_prompt
-from cft_jax.data.templates import Encoder, _without_llama_cpp_padding, load_tokenizer, with_im_end_eos
+from cft_jax.data.templates import Encoder
 
 # recipe.md section 4, verbatim: the template of every CFT run, and the one-shot Qwen2.5-Math system.
 RECIPE_CFT = (

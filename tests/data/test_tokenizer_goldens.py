@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cft_jax.data.templates import load_tokenizer
+from cft_jax.assets.tokenizers import load_tokenizer
 
 GOLDEN = Path(__file__).with_name("golden")
 CASES = {"qwen2.5": "qwen2", "llama3": "llama-bpe", "deepseek_llm": "deepseek-llm"}

@@ -11,8 +11,8 @@ import openai
 import pytest
 
 from cft_jax.evaluation.backends import OpenAIBackend, Sampling, TransformersBackend
-from cft_jax.evaluation.benchmarks import load_benchmark
 from cft_jax.evaluation.cli import GradeOptions, generate, main
+from cft_jax.evaluation.suites import load_benchmark
 from cft_jax.schema import read_jsonl
 from tests.openai_server import OpenAIServer
 

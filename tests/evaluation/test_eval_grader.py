@@ -136,7 +136,7 @@ def test_unknown_grader_is_refused_with_the_choices():
 
 def test_the_evaluation_tool_never_imports_jax():
     code = (
-        "import sys, cft_jax.evaluation.grader, cft_jax.evaluation.benchmarks, cft_jax.evaluation.cli, "
+        "import sys, cft_jax.evaluation.grader, cft_jax.evaluation.suites, cft_jax.evaluation.cli, "
         "cft_jax.eval; assert 'jax' not in sys.modules, 'jax imported'; assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

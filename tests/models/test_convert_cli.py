@@ -18,7 +18,8 @@ from flax import nnx
 from safetensors.numpy import load_file
 
 from cft_jax.convert.__main__ import main
-from cft_jax.convert.checkpoint import HF_ASSETS, MODEL_ITEM, OrbaxCheckpointError
+from cft_jax.convert.checkpoint import OrbaxCheckpointError
+from cft_jax.models.checkpoint_layout import HF_ASSETS, MODEL_ITEM
 from cft_jax.models.hf import HFCheckpoint, load_hf
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from cft_jax.models.config import ConfigError
-from cft_jax.models.hf import INDEX_FILE, CheckpointError, load_hf
+from cft_jax.models.hf import load_hf
+from cft_jax.models.safetensors_io import INDEX_FILE, CheckpointError
 
 
 @pytest.fixture(scope="module")

@@ -72,8 +72,7 @@ def test_a_missing_remote_directory_is_named(bucket):
 
 
 def test_a_tokenizer_in_a_bucket_tokenizes_as_the_local_one(bucket):
-    from cft_jax.assets.tokenizers import tokenizer_dir
-    from cft_jax.data.templates import load_tokenizer
+    from cft_jax.assets.tokenizers import load_tokenizer, tokenizer_dir
 
     for path in tokenizer_dir("qwen2.5").iterdir():
         if path.is_file():

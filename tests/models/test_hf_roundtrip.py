@@ -15,7 +15,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from safetensors import safe_open
 
-from cft_jax.models.hf import INDEX_FILE, HFCheckpoint, export_hf, load_hf, param_leaves
+from cft_jax.models.hf import HFCheckpoint, export_hf, load_hf, param_leaves
+from cft_jax.models.safetensors_io import INDEX_FILE
 from cft_jax.models.sharding import make_mesh
 from tests.tolerances import assert_close_to_scale
 

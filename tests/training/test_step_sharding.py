@@ -11,9 +11,8 @@ from jax.sharding import PartitionSpec
 
 from cft_jax.config import build_config
 from cft_jax.models.sharding import make_mesh, model_shardings
-from cft_jax.train import global_batch
 from cft_jax.training.optimizer import learning_rate_schedule, make_optimizer
-from cft_jax.training.state import TrainStep
+from cft_jax.training.state import TrainStep, global_batch
 from cft_jax.training.step import model_parts
 from tests.tolerances import FP32_EPS, assert_close_to_scale, scale_atol
 from tests.training.conftest import TINY, cft_batch, tiny_model

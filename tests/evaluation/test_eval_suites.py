@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cft_jax.evaluation.benchmarks import BENCHMARKS, DATA_DIR, load_benchmark
+from cft_jax.evaluation.suites import BENCHMARKS, DATA_DIR, load_benchmark
 
 SIZES = {
     "math": 5000,

@@ -1,8 +1,9 @@
-"""The math benchmarks of the CFT papers, shipped in the package, with each one's ground truth.
+"""The math test sets the CFT papers evaluate on, shipped in the package, with each one's ground truth.
 
 `load_benchmark(name)` returns `ProblemRecord`s whose `reference_answer` is the ground truth the
 way the Qwen2.5-Math / CFT evaluation toolkits parse it, so a score here is comparable with the
-published tables. The data files and their licenses are in `benchmarks/` next to this module.
+published tables. The data files and their licenses are in `suites/` next to this module. A set is
+called a benchmark where users name it (`--benchmarks`, `ResponseRecord.benchmark`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from cft_jax.evaluation.answer_extraction import KEEP_UNITS, extract_answer, last_boxed, strip_string
 from cft_jax.schema import ProblemRecord
 
-DATA_DIR = Path(__file__).with_name("benchmarks")
+DATA_DIR = Path(__file__).with_name("suites")
 
 
 def _boxed_in_solution(row: dict[str, Any], name: str) -> str:
