@@ -43,9 +43,7 @@ def main() -> None:
     activation_gathers = [
         c.name for c in collectives(report.hlo_text) if c.kind == "all-gather" and SEQ in c.shape
     ]
-    print(
-        f"Triton kernel calls: {triton}; all-gathers of activations (seq {SEQ}): {activation_gathers}"
-    )
+    print(f"Triton kernel calls: {triton}; all-gathers of activations (seq {SEQ}): {activation_gathers}")
     assert report.attention == "pallas_gpu" and triton > 0, "no Triton attention kernel in the compiled step"
     assert weight_all_gathers(report.hlo_text, model, tensor=1), "FSDP weights are not all-gathered"
     assert not activation_gathers, f"q/k/v gathered across devices: {activation_gathers}"
