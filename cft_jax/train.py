@@ -21,7 +21,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from cft_jax.training.checkpoint import (
     abstract_with_shardings,
     data_fingerprints,
 )
+from cft_jax.training.loop import Policy, StepMeter
 from cft_jax.training.state import TrainStep, decoder_options, global_batch, init_params
 from cft_jax.training.step import model_parts
 
@@ -113,145 +113,157 @@ def evaluate(eval_fn, params: nnx.State, eval_iter, batch_sharding: NamedShardin
     return loss_sum / max(tokens, 1.0)
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Runs (or resumes) the training described by `config`; returns the last step's metrics."""
-    workdir = as_path(config.training.workdir)
-    mesh = make_mesh(*resolve_mesh(config.mesh, jax.device_count()))
-
-    graphdef, params, rest, model_config = build_model(config, mesh)
-    if unfit := check_vocab_fits(config.data, model_config.vocab_size):  # hf_path's vocab is known only now
-        raise ConfigError("; ".join(unfit))
-
-    per_host_batch = config.training.global_batch // jax.process_count()
-    train_iter = make_iterator(
+def data_iterator(config: TrainConfig, split: str = "train"):
+    """This process's share of the `split` batches (`config.data`), a checkpointable Grain iterator."""
+    return make_iterator(
         config.data,
-        per_host_batch=per_host_batch,
+        per_host_batch=config.training.global_batch // jax.process_count(),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        split=split,
     )
-    steps = total_steps(config, train_iter.batches_per_epoch)
-    step_fn = TrainStep.build(config, mesh, graphdef, rest, params, steps)
-    opt_state = step_fn.init_optimizer(params)
-    batch_sharding = step_fn.batch_sharding
 
-    checkpointer = Checkpointer(
-        workdir / "checkpoints", keep=config.checkpoint.keep, async_save=config.checkpoint.async_save
-    )
-    rng = jax.random.key(config.training.seed)
-    meta = {
+
+def run_metadata(config: TrainConfig, model_config: ModelConfig, train_iter, steps: int) -> dict[str, Any]:
+    """What every checkpoint records beside the state: config, data, code, seed."""
+    return {
         "config": config.to_dict(),
         "model_config": model_config.to_hf(),
         "data": train_iter.report.to_dict(),
         "data_fingerprints": data_fingerprints(config.data.train_paths),
         "code_version": code_version(),
-        "rng": np.asarray(jax.random.key_data(rng)).tolist(),
+        "rng": np.asarray(jax.random.key_data(jax.random.key(config.training.seed))).tolist(),
         "total_steps": steps,
     }
+
+
+def resume(
+    checkpointer: Checkpointer, step_fn: TrainStep, params, opt_state, train_iter, meta: dict
+) -> tuple:
+    """(step, params, opt_state) from the newest checkpoint that verifies and restores (corrupt ones
+    are set aside), with the data iterator moved to where it was; (0, params, opt_state) if none."""
+    if checkpointer.latest_step() is None:
+        return 0, params, opt_state
+    step, params, opt_state, data_state, saved_meta = checkpointer.restore_latest(
+        abstract_params=abstract_with_shardings(params, step_fn.param_shardings),
+        abstract_opt_state=abstract_with_shardings(opt_state, step_fn.opt_shardings),
+    )
+    train_iter.set_state(data_state)
+    print(f"resumed from the checkpoint of step {step}", file=sys.stderr)
+    if saved_meta.get("data_fingerprints") != meta["data_fingerprints"]:
+        print(
+            f"warning: the training data changed since step {step} was saved; the resume is not exact",
+            file=sys.stderr,
+        )
+    return step, params, opt_state
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Runs (or resumes) the training described by `config`; returns the last step's metrics."""
+    workdir = as_path(config.training.workdir)
+    mesh = make_mesh(*resolve_mesh(config.mesh, jax.device_count()))
+    graphdef, params, rest, model_config = build_model(config, mesh)
+    if unfit := check_vocab_fits(config.data, model_config.vocab_size):  # hf_path's vocab is known only now
+        raise ConfigError("; ".join(unfit))
+    train_iter = data_iterator(config)
+    steps = total_steps(config, train_iter.batches_per_epoch)
+    step_fn = TrainStep.build(config, mesh, graphdef, rest, params, steps)
+    opt_state = step_fn.init_optimizer(params)
+    checkpointer = Checkpointer(
+        workdir / "checkpoints", keep=config.checkpoint.keep, async_save=config.checkpoint.async_save
+    )
+    meta = run_metadata(config, model_config, train_iter, steps)
     step = 0
-    latest = checkpointer.latest_step() if config.checkpoint.resume else None
-    if latest is not None:  # the newest step that verifies and restores; corrupt ones are set aside
-        latest, params, opt_state, data_state, saved_meta = checkpointer.restore_latest(
-            abstract_params=abstract_with_shardings(params, step_fn.param_shardings),
-            abstract_opt_state=abstract_with_shardings(opt_state, step_fn.opt_shardings),
-        )
-        train_iter.set_state(data_state)
-        step = latest
-        print(f"resumed from the checkpoint of step {latest}", file=sys.stderr)
-        if saved_meta.get("data_fingerprints") != meta["data_fingerprints"]:
-            print(
-                f"warning: the training data changed since step {latest} was saved; the resume is not exact",
-                file=sys.stderr,
-            )
-
-    def save(at_step: int) -> None:
-        checkpointer.save(
-            at_step, params=params, opt_state=opt_state, data_iter_state=train_iter.get_state(), meta=meta
-        )
-
-    tokenizer = tokenizer_source(config)
+    if config.checkpoint.resume:
+        step, params, opt_state = resume(checkpointer, step_fn, params, opt_state, train_iter, meta)
     # A tokenizer the data changed (data.chatml_add_im_end) is what checkpoints and exports must carry.
     changed_tokenizer = tempfile.TemporaryDirectory(prefix="cft_tokenizer_")
-    tokenizer = write_export_tokenizer(config.data, tokenizer, changed_tokenizer.name) or tokenizer
+    tokenizer = write_export_tokenizer(config.data, tokenizer_source(config), changed_tokenizer.name)
+    tokenizer = tokenizer or tokenizer_source(config)
     checkpointer.write_hf_assets(model_config.to_hf(), tokenizer)
-
-    def export(at_step: int) -> None:
-        # A collective in a multi-host run: every process gathers, process 0 writes.
-        target = workdir / "hf" / f"step_{at_step}"
-        export_hf(params, model_config, target, dtype=config.export.dtype, tokenizer_dir=tokenizer)
-
-    halt_at = min(config.training.halt_at_step or steps, steps)
-    eval_iter = None
-    if config.evaluation.every_steps:
-        eval_iter = make_iterator(
-            config.data,
-            per_host_batch=per_host_batch,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            split="eval",
-        )
-    tokens_per_step = config.training.global_batch * config.data.seq_len
-    flops_per_token = model_config.flops_per_token(config.data.seq_len)
+    policy = Policy.from_config(config, steps)
+    eval_iter = data_iterator(config, "eval") if policy.eval_every else None
     peak = metrics_lib.peak_flops_per_device(jax.devices()[0], config.logging.peak_flops_per_device)
+    tokens_per_step = config.training.global_batch * config.data.seq_len
+    meter = StepMeter(
+        tokens_per_step, model_config.flops_per_token(config.data.seq_len), jax.device_count(), peak
+    )
     writer = metrics_lib.MetricsWriter(
         workdir,
-        total_steps=halt_at,
+        total_steps=policy.halt_at,
         initial_step=step,
         jsonl=config.logging.jsonl,
         tensorboard=config.logging.tensorboard,
         progress_bar=config.logging.progress_bar,
     )
     terminate = TerminationFlag()
-    last_saved, last_logged = latest, step
-    record: dict[str, Any] = {}
+    last_saved, last_logged, record = step, step, {}
+
+    def log(read: tuple[int, dict[str, float]] | None) -> dict[str, float]:
+        nonlocal last_logged
+        if read is None:
+            return record
+        at, numbers = read
+        if not math.isfinite(numbers["loss"]):
+            raise FloatingPointError(
+                f"step {at}: the loss is {numbers['loss']}; stopping. The last good checkpoint is "
+                f"step {last_saved or None} in {workdir / 'checkpoints'}"
+            )
+        if policy.logs(at) or "eval_loss" in numbers:
+            writer.write(at, numbers, advance=at - last_logged)
+            last_logged = at
+        return numbers
+
+    def save(at: int) -> None:
+        checkpointer.save(
+            at, params=params, opt_state=opt_state, data_iter_state=train_iter.get_state(), meta=meta
+        )
+
+    def export(at: int) -> None:  # a collective in a multi-host run: every process gathers, process 0 writes
+        export_hf(
+            params,
+            model_config,
+            workdir / "hf" / f"step_{at}",
+            dtype=config.export.dtype,
+            tokenizer_dir=tokenizer,
+        )
+
     try:
-        while step < halt_at:
-            started = time.perf_counter()
-            try:
-                host_batch = next(train_iter)
-            except StopIteration:
+        while step < policy.halt_at:
+            host_batch = next(train_iter, None)
+            if host_batch is None:
                 print(
                     f"the data ran out after step {step} (of {steps} planned); finishing here",
                     file=sys.stderr,
                 )
                 break
-            params, opt_state, step_metrics = step_fn(
-                params, opt_state, global_batch(host_batch, batch_sharding)
+            params, opt_state, metrics = step_fn(
+                params, opt_state, global_batch(host_batch, step_fn.batch_sharding)
             )
             step += 1
-            record = {k: float(v) for k, v in step_metrics.items()}
-            if not math.isfinite(record["loss"]):
-                raise FloatingPointError(
-                    f"step {step}: the loss is {record['loss']}; stopping. The last good checkpoint is "
-                    f"step {last_saved} in {workdir / 'checkpoints'}"
-                )
-            # Wall time of this update, its batch included; evaluation, checkpoints and exports are not.
-            record["step_time_s"] = time.perf_counter() - started
-            record["tokens_per_s"] = tokens_per_step / record["step_time_s"]
-            record["mfu"] = metrics_lib.mfu(flops_per_token, record["tokens_per_s"], jax.device_count(), peak)
-            if eval_iter is not None and step % config.evaluation.every_steps == 0:
+            record = log(meter.swap(step, metrics))  # the previous step's numbers, while this one runs
+            stopping = terminate.is_set()
+            if not (policy.needs_state(step) or stopping):
+                continue
+            at, record = meter.take()  # this step's parameters are needed now: so are its numbers
+            if policy.evaluates(step):
                 record["eval_loss"] = evaluate(
-                    step_fn.evaluate, params, eval_iter, batch_sharding, config.evaluation.num_batches
+                    step_fn.evaluate, params, eval_iter, step_fn.batch_sharding, config.evaluation.num_batches
                 )
-            if step % config.logging.every_steps == 0 or "eval_loss" in record:
-                writer.write(step, record, advance=step - last_logged)
-                last_logged = step
-            every = config.checkpoint.every_steps
-            if (every and step % every == 0) or step == halt_at or terminate.is_set():
+            record = log((at, record))
+            if policy.saves(step) or stopping:
                 save(step)
                 last_saved = step
-            if config.export.every_steps and step % config.export.every_steps == 0:
+            if policy.exports(step):
                 checkpointer.wait()
                 export(step)
-            if terminate.is_set():
+            if stopping:
                 print(f"SIGTERM: checkpoint of step {step} saved; exiting", file=sys.stderr)
                 return record
+        record = log(meter.take())
         if last_saved != step:
             save(step)
-        if (
-            config.export.at_end
-            and step == steps
-            and not (config.export.every_steps and step % config.export.every_steps == 0)
-        ):
+        if policy.exports_at_end(step):
             export(step)
     finally:
         checkpointer.wait()
