@@ -80,9 +80,9 @@ def _cost(compiled: Any) -> dict[str, float]:
     except Exception:  # noqa: BLE001 - the GPU compiler has no cost model ("not supported")
         return {}
     cost = cost[0] if isinstance(cost, list) else cost
-    return {
-        k: float(v) for k, v in (cost or {}).items() if k in ("flops", "bytes accessed", "optimal_seconds")
-    }
+    # A multi-slice compile reports optimal_seconds -8: the model does not price DCN; leave it out.
+    wanted = ("flops", "bytes accessed", "optimal_seconds")
+    return {k: float(v) for k, v in (cost or {}).items() if k in wanted and float(v) >= 0}
 
 
 def compile_for(
