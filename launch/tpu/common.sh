@@ -124,8 +124,13 @@ train_command() {
 }
 
 tpu_train() {
-  local cmd
-  cmd="cd cft_jax && $(train_command .venv/bin/python)"
+  local cmd env=""
+  # XLA flags set in the launching shell reach every worker's libtpu (e.g. the collective-overlap
+  # flags in docs/scaling.md); `--aot` on any machine compiles with the same variable.
+  if [ -n "${LIBTPU_INIT_ARGS:-}" ]; then
+    env="LIBTPU_INIT_ARGS=$(printf '%q' "$LIBTPU_INIT_ARGS") "
+  fi
+  cmd="cd cft_jax && ${env}$(train_command .venv/bin/python)"
   if [ "$DRY_RUN" != 1 ]; then
     mkdir -p "$LOG_DIR"
   fi

@@ -16,8 +16,9 @@ SCRIPTS = sorted(p for p in (REPO / "launch").rglob("*") if p.is_file() and (p.s
 TPU = ["--name", "cft", "--project", "proj", "--zone", "us-east5-a"]
 
 
-def dry_run(script: str, *args: str) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"XLA_FLAGS", "CLOUDSDK_CORE_PROJECT"}}
+def dry_run(script: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    unset = {"XLA_FLAGS", "CLOUDSDK_CORE_PROJECT", "LIBTPU_INIT_ARGS"}
+    env = {**{k: v for k, v in os.environ.items() if k not in unset}, **(env or {})}
     out = subprocess.run(
         ["bash", script, "--dry-run", *args],
         cwd=REPO,
@@ -66,6 +67,19 @@ def test_train_runs_the_same_trainer_command_on_all_workers_with_overrides():
         "+ gcloud compute tpus tpu-vm ssh cft --project proj --zone us-east5-a --worker=all --command "
         "'cd cft_jax && .venv/bin/python -m cft_jax.train --distributed --config configs/qwen7b_v5p.py "
         "--config.checkpoint.dir=gs://b/r1'"
+    ]
+
+
+def test_train_passes_the_launching_shells_libtpu_flags_to_every_worker():
+    flags = "--xla_tpu_enable_async_collective_fusion=true --xla_enable_async_all_gather=true"
+    lines = dry_run(
+        "launch/tpu/train.sh", *TPU, "--config", "configs/qwen7b_v5p.py", env={"LIBTPU_INIT_ARGS": flags}
+    )
+    assert lines == [
+        "+ gcloud compute tpus tpu-vm ssh cft --project proj --zone us-east5-a --worker=all --command "
+        "'cd cft_jax && LIBTPU_INIT_ARGS=--xla_tpu_enable_async_collective_fusion=true\\ "
+        "--xla_enable_async_all_gather=true .venv/bin/python -m cft_jax.train --distributed "
+        "--config configs/qwen7b_v5p.py'"
     ]
 
 
