@@ -46,10 +46,16 @@ MAXTEXT_PYTHON = REPO / ".venv-maxtext" / "bin" / "python"
 LIBTPU_052 = Path(tempfile.gettempdir()) / "cft_jax_libtpu_0.0.52"
 
 
+REUSE = False  # --reuse: a compile whose output is already in --work is not run again
+
+
 def run(command: list[str], env: dict[str, str] | None = None) -> None:
     print("$ " + shlex.join(command), flush=True)
+    # jax points TPU_LIBRARY_PATH at the libtpu it loaded (this process's, for resolve_target): a child
+    # must find its own environment's libtpu (MaxText's 0.0.52, or the side folder's).
+    inherited = {k: v for k, v in os.environ.items() if k not in ("TPU_LIBRARY_PATH", "TPU_SKIP_MDS_QUERY")}
     result = subprocess.run(
-        command, cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True
+        command, cwd=REPO, env={**inherited, **(env or {})}, capture_output=True, text=True
     )
     if result.returncode:
         sys.exit(f"failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -69,7 +75,8 @@ def ours(case: str, out: Path, libtpu_path: Path | None = None) -> dict:
     if libtpu_path is not None:
         dump = out.with_suffix(".dump")
         env |= {"PYTHONPATH": str(libtpu_path), "XLA_FLAGS": f"--xla_dump_to={dump} --xla_dump_hlo_as_text"}
-    run(command, env)
+    if not (REUSE and out.exists()):
+        run(command, env)
     return json.loads(out.read_text())
 
 
@@ -78,37 +85,28 @@ def maxtext(case: str, out: Path) -> dict:
     variants = {"base": [], "layer2": ["--layer-unroll", "2"]}
     if micro > 1:
         variants["micro2"] = ["--grad-accum-unroll", "2"]
+    knobs = [
+        "--model", model, "--topology", topology, "--seq", str(seq), "--per-device-batch", str(rows),
+        "--grad-accum", str(micro), "--remat", "full", "--attention", "flash", "--no-windowed-einsum",
+    ]  # fmt: skip
     results = {}
     for name, extra in variants.items():
         directory = out / name
-        run(
-            [
-                str(MAXTEXT_PYTHON),
-                "benchmarks/maxtext_compile.py",
-                "--model",
-                model,
-                "--topology",
-                topology,
-                "--seq",
-                str(seq),
-                "--per-device-batch",
-                str(rows),
-                "--grad-accum",
-                str(micro),
-                "--remat",
-                "full",
-                "--attention",
-                "flash",
-                "--no-windowed-einsum",
-                "--out",
-                str(directory),
-                *extra,
-                *([] if name == "base" else ["--no-hlo"]),
-            ]  # fmt: skip
-        )
-        results[name] = {
-            f: json.loads((directory / f"{f}.json").read_text()) for f in ("memory", "cost", "config")
-        }
+        if not (REUSE and (directory / "cost.json").exists()):
+            hlo = [] if name == "base" else ["--no-hlo"]
+            run(
+                [
+                    str(MAXTEXT_PYTHON),
+                    "benchmarks/maxtext_compile.py",
+                    *knobs,
+                    "--out",
+                    str(directory),
+                    *extra,
+                    *hlo,
+                ]
+            )
+        files = ("memory", "cost", "config")
+        results[name] = {f: json.loads((directory / f"{f}.json").read_text()) for f in files}
         if name == "base":
             results[name]["hlo"] = (directory / "hlo.txt").read_text()
     return results
@@ -180,7 +178,10 @@ def main() -> None:
     parser.add_argument("--same-libtpu", action="store_true", help="also compile ours with MaxText's libtpu")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "aot_vs_maxtext"))
     parser.add_argument("--json", default="", help="also write the table's numbers here")
+    parser.add_argument("--reuse", action="store_true", help="keep the compiles already in --work")
     args = parser.parse_args()
+    global REUSE
+    REUSE = args.reuse
     if not MAXTEXT_PYTHON.exists():
         sys.exit("no .venv-maxtext: run `bash benchmarks/maxtext_env.sh` first")
     work = Path(args.work)
