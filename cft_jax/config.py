@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from cft_jax.data.pipeline import DataConfig, check_vocab_fits
 from cft_jax.errors import InputError
+from cft_jax.models.sharding import mesh_shape
 
 DTYPES = ("float32", "bfloat16")
 
@@ -290,23 +291,11 @@ def _parse_text(text: str, base: type) -> Any:
 
 
 def resolve_mesh(mesh: MeshSection, num_devices: int) -> tuple[int, int, int]:
-    """(data, fsdp, tensor) with the one -1 axis taking the remaining devices."""
-    sizes = [mesh.data, mesh.fsdp, mesh.tensor]
-    fixed = 1
-    for size in sizes:
-        fixed *= size if size > 0 else 1
-    if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-        raise ConfigError(f"mesh={sizes}: each axis is >= 1, with at most one -1 (the rest)")
-    if num_devices % fixed:
-        raise ConfigError(
-            f"mesh={sizes}: the fixed axes ({fixed} devices) do not divide {num_devices} devices"
-        )
-    data, fsdp, tensor = (s if s > 0 else num_devices // fixed for s in sizes)
-    if data * fsdp * tensor != num_devices:
-        raise ConfigError(
-            f"mesh data*fsdp*tensor={data * fsdp * tensor} must equal the {num_devices} devices"
-        )
-    return data, fsdp, tensor
+    """(data, fsdp, tensor) with the one -1 axis taking the remaining devices (`mesh_shape`)."""
+    try:
+        return mesh_shape(mesh.data, mesh.fsdp, mesh.tensor, num_devices)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _model_vocab_size(model: ModelSection) -> int | None:
