@@ -41,7 +41,9 @@ class ModelSection:
     # What the backward pass keeps (cft_jax.models.transformer.REMAT_POLICIES); "offload" is "full" with
     # each layer's input in pinned host memory instead of on the device.
     remat: Literal["none", "full", "save_dots", "save_dots_no_batch", "offload"] = "full"
-    attention_impl: str = "xla"
+    # The attention kernel (cft_jax.models.attention.ATTENTION_IMPLS): "auto" = the fused one of the
+    # platform (splash on TPU, pallas_gpu on GPU) where the shapes allow, else "xla".
+    attention_impl: Literal["xla", "auto", "splash", "pallas_gpu"] = "xla"
 
 
 @dataclasses.dataclass
@@ -52,13 +54,13 @@ class DataConfig:
     # or the output of `python -m cft_jax.data prepare` (then format/template/tokenizer come from it).
     train_paths: tuple[str, ...] = ()
     eval_paths: tuple[str, ...] = ()
-    format: str = "auto"  # auto | cft | solution | alpaca | messages
+    format: Literal["auto", "cft", "solution", "alpaca", "messages"] = "auto"  # cft_jax.data.records
     tfds_data_dir: str | None = None
     # What trains: cft = [question; solution] -> critique; sft = question -> solution.
-    objective: str = "cft"
+    objective: Literal["cft", "sft"] = "cft"
     sft_only_correct: bool = False
-    # Rendering: chatml | qwen25_math | raw | tokenizer; system_prompt overrides the template's.
-    template: str = "chatml"
+    # Rendering (cft_jax.data.templates); system_prompt overrides the template's.
+    template: Literal["chatml", "qwen25_math", "raw", "tokenizer"] = "chatml"
     system_prompt: str | None = None
     # ChatML on a tokenizer without ChatML tokens (DeepSeek, Llama), as the CFT paper's LLaMA-Factory
     # runs did: <|im_end|> added as a new special token that becomes eos (id = the tokenizer's size,
@@ -67,7 +69,7 @@ class DataConfig:
     chatml_add_im_end: bool = False
     tokenizer: str = "qwen2.5"  # a shipped tokenizer name or a directory (local or gs://)
     seq_len: int = 2048
-    length_policy: str = "truncate"  # truncate | drop | fail
+    length_policy: Literal["truncate", "drop", "fail"] = "truncate"  # cft_jax.data.length
     packing: bool = False
     packing_buffer: int = 256
     pad_id: int = 0
