@@ -17,8 +17,9 @@ import json  # noqa: E402
 import time  # noqa: E402
 
 from cft_jax.assets.tokenizers import load_tokenizer  # noqa: E402
+from cft_jax.config import DataConfig  # noqa: E402
 from cft_jax.data import asset_path  # noqa: E402
-from cft_jax.data.pipeline import DataConfig, encode_split, make_iterator  # noqa: E402
+from cft_jax.data.pipeline import encode_split, make_iterator  # noqa: E402
 
 
 def _tokenize(cfg: DataConfig) -> dict:

@@ -4,6 +4,9 @@ A config file is Python with a `get_config()` returning a nested dict (or an ml_
 ConfigDict) of the keys it sets; every other key keeps the default below. The command line overrides
 single keys: `--config.optimizer.lr=2e-6`. Loading checks every key and value and raises one
 `ConfigError` listing each bad key by its dotted name, with the fix.
+
+Loading reads no file but the config itself: whether the checkpoint, the tokenizer and the data are
+there and agree with each other is `cft_jax.training.preflight`'s question, asked before training.
 """
 
 from __future__ import annotations
@@ -12,14 +15,13 @@ import ast
 import dataclasses
 import difflib
 import importlib.util
-import json
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from cft_jax.data.pipeline import DataConfig, check_vocab_fits
 from cft_jax.errors import InputError
+from cft_jax.models.sharding import mesh_shape
 
 DTYPES = ("float32", "bfloat16")
 
@@ -39,7 +41,46 @@ class ModelSection:
     # What the backward pass keeps (cft_jax.models.transformer.REMAT_POLICIES); "offload" is "full" with
     # each layer's input in pinned host memory instead of on the device.
     remat: Literal["none", "full", "save_dots", "save_dots_no_batch", "offload"] = "full"
-    attention_impl: str = "xla"
+    # The attention kernel (cft_jax.models.attention.ATTENTION_IMPLS): "auto" = the fused one of the
+    # platform (splash on TPU, pallas_gpu on GPU) where the shapes allow, else "xla".
+    attention_impl: Literal["xla", "auto", "splash", "pallas_gpu"] = "xla"
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Every option of the data pipeline (`cft_jax.data.pipeline`); the defaults are the CFT paper's."""
+
+    # Files: .jsonl/.json, .parquet/.arrow, datasets save_to_disk dirs, .array_record, tfds:NAME[:SPLIT],
+    # or the output of `python -m cft_jax.data prepare` (then format/template/tokenizer come from it).
+    train_paths: tuple[str, ...] = ()
+    eval_paths: tuple[str, ...] = ()
+    format: Literal["auto", "cft", "solution", "alpaca", "messages"] = "auto"  # cft_jax.data.records
+    tfds_data_dir: str | None = None
+    # What trains: cft = [question; solution] -> critique; sft = question -> solution.
+    objective: Literal["cft", "sft"] = "cft"
+    sft_only_correct: bool = False
+    # Rendering (cft_jax.data.templates); system_prompt overrides the template's.
+    template: Literal["chatml", "qwen25_math", "raw", "tokenizer"] = "chatml"
+    system_prompt: str | None = None
+    # ChatML on a tokenizer without ChatML tokens (DeepSeek, Llama), as the CFT paper's LLaMA-Factory
+    # runs did: <|im_end|> added as a new special token that becomes eos (id = the tokenizer's size,
+    # which must be < the model's vocab_size), <|im_start|> tokenized as plain text
+    # (assets.tokenizers.with_im_end_eos). Off: such a tokenizer is refused.
+    chatml_add_im_end: bool = False
+    tokenizer: str = "qwen2.5"  # a shipped tokenizer name or a directory (local or gs://)
+    seq_len: int = 2048
+    length_policy: Literal["truncate", "drop", "fail"] = "truncate"  # cft_jax.data.length
+    packing: bool = False
+    packing_buffer: int = 256
+    pad_id: int = 0
+    shuffle: bool = True
+    seed: int = 0
+    epochs: int | None = 1  # None: repeat forever
+    num_workers: int = 0  # worker processes (Grain mp_prefetch); 0 = in the calling process
+    worker_buffer_size: int = 4
+    skip_bad: bool = False
+    rejects_path: str | None = None  # where skipped records go (JSONL); required with skip_bad
+    max_record_chars: int = 1_000_000
 
 
 @dataclasses.dataclass
@@ -290,52 +331,51 @@ def _parse_text(text: str, base: type) -> Any:
 
 
 def resolve_mesh(mesh: MeshSection, num_devices: int) -> tuple[int, int, int]:
-    """(data, fsdp, tensor) with the one -1 axis taking the remaining devices."""
-    sizes = [mesh.data, mesh.fsdp, mesh.tensor]
-    fixed = 1
-    for size in sizes:
-        fixed *= size if size > 0 else 1
-    if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-        raise ConfigError(f"mesh={sizes}: each axis is >= 1, with at most one -1 (the rest)")
-    if num_devices % fixed:
-        raise ConfigError(
-            f"mesh={sizes}: the fixed axes ({fixed} devices) do not divide {num_devices} devices"
-        )
-    data, fsdp, tensor = (s if s > 0 else num_devices // fixed for s in sizes)
-    if data * fsdp * tensor != num_devices:
-        raise ConfigError(
-            f"mesh data*fsdp*tensor={data * fsdp * tensor} must equal the {num_devices} devices"
-        )
-    return data, fsdp, tensor
+    """(data, fsdp, tensor) with the one -1 axis taking the remaining devices (`mesh_shape`)."""
+    try:
+        return mesh_shape(mesh.data, mesh.fsdp, mesh.tensor, num_devices)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
-def _model_vocab_size(model: ModelSection) -> int | None:
-    """The embedding rows of the model to train, where the config says (None: not known here)."""
-    if model.init_config:
-        vocab = model.init_config.get("vocab_size")
-    else:
-        path = Path(model.hf_path) / "config.json"
-        try:
-            vocab = json.loads(path.read_text()).get("vocab_size") if path.is_file() else None
-        except (OSError, ValueError):
-            return None
-    return vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else None
+def data_errors(data: DataConfig) -> list[str]:
+    """The data section's bad values, one line per key: also what the data pipeline refuses when handed a
+    `DataConfig` built in code (which no loader has type-checked)."""
+    errors = [
+        f"data.{name}={getattr(data, name)!r}: must be one of {list(typing.get_args(annotation))}"
+        for name, annotation in _fields(data).items()
+        if typing.get_origin(annotation) is Literal and getattr(data, name) not in typing.get_args(annotation)
+    ]
+    positive = {
+        "seq_len": data.seq_len,
+        "packing_buffer": data.packing_buffer,
+        "worker_buffer_size": data.worker_buffer_size,
+        "max_record_chars": data.max_record_chars,
+    }
+    errors += [f"data.{key}={value}: must be > 0" for key, value in positive.items() if value <= 0]
+    if data.epochs is not None and data.epochs <= 0:
+        errors.append(f"data.epochs={data.epochs}: must be > 0, or None to repeat forever")
+    if data.num_workers < 0:
+        errors.append(f"data.num_workers={data.num_workers}: must be >= 0 (0 = no worker processes)")
+    if data.skip_bad and not data.rejects_path:
+        errors.append("data.skip_bad=True: set data.rejects_path, the JSONL file skipped records go to")
+    return errors
 
 
 def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str]:
-    """Every cross-key and range error, one line per bad key (empty when the config is good)."""
+    """Every type, range and cross-key error, one line per bad key (empty when the config is good).
+
+    Only the values are checked, so a config loads anywhere: the files it names are `preflight`'s.
+    """
     errors = []
     m, t, o = config.model, config.training, config.optimizer
     if bool(m.hf_path) == bool(m.init_config):
         errors.append(
             "model.hf_path / model.init_config: set exactly one (weights to load, or a random init)"
         )
-    if m.hf_path and not Path(m.hf_path).is_dir():
-        errors.append(f"model.hf_path={m.hf_path!r}: no such directory; convert or download the checkpoint")
     positive = {
         "training.global_batch": t.global_batch,
         "training.accumulation_steps": t.accumulation_steps,
-        "data.seq_len": config.data.seq_len,
         "training.vocab_chunk": t.vocab_chunk,
         "optimizer.lr": o.lr,
         "checkpoint.keep": config.checkpoint.keep,
@@ -352,9 +392,15 @@ def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str
         "optimizer.weight_decay": o.weight_decay,
     }
     errors += [f"{key}={value}: must be >= 0" for key, value in non_negative.items() if value < 0]
+    errors += data_errors(config.data)
     if config.data.epochs is None and t.max_steps == 0:
         errors.append(
             "training.max_steps=0 with data.epochs=None (repeat forever): set max_steps or data.epochs"
+        )
+    if config.evaluation.every_steps > 0 and not config.data.eval_paths:
+        errors.append(
+            f"evaluation.every_steps={config.evaluation.every_steps} with data.eval_paths=(): give the "
+            "held-out files in data.eval_paths, or set evaluation.every_steps=0"
         )
     if not 0 <= o.warmup_ratio <= 1:
         errors.append(f"optimizer.warmup_ratio={o.warmup_ratio}: must be in [0, 1]")
@@ -363,11 +409,6 @@ def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str
     for key, beta in (("optimizer.b1", o.b1), ("optimizer.b2", o.b2)):
         if not 0 <= beta < 1:
             errors.append(f"{key}={beta}: must be in [0, 1)")
-    if config.data.chatml_add_im_end and (vocab_size := _model_vocab_size(m)) is not None:
-        try:
-            errors += check_vocab_fits(config.data, vocab_size)
-        except (OSError, ValueError) as e:  # the tokenizer does not load: the data pipeline will say why
-            errors.append(f"data.tokenizer={config.data.tokenizer!r}: {e}")
     if t.accumulation_steps > 0 and t.global_batch % t.accumulation_steps:
         errors.append(
             f"training.accumulation_steps={t.accumulation_steps}: "

@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding
 import cft_jax
 from cft_jax.assets.tokenizers import export_source
 from cft_jax.config import ConfigError, TrainConfig, load_config, resolve_mesh
-from cft_jax.data.pipeline import check_vocab_fits, load_examples, make_iterator, write_export_tokenizer
+from cft_jax.data.pipeline import load_examples, make_iterator, write_export_tokenizer
 from cft_jax.errors import run_cli
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf, load_hf
@@ -48,6 +48,7 @@ from cft_jax.training.checkpoint import (
     data_fingerprints,
 )
 from cft_jax.training.loop import Policy, StepMeter
+from cft_jax.training.preflight import preflight
 from cft_jax.training.state import TrainStep, decoder_options, global_batch, init_params
 from cft_jax.training.step import model_parts
 
@@ -160,11 +161,10 @@ def resume(
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Runs (or resumes) the training described by `config`; returns the last step's metrics."""
+    preflight(config)  # the checkpoint, tokenizer and data are there and agree, before anything loads
     workdir = as_path(config.training.workdir)
     mesh = make_mesh(*resolve_mesh(config.mesh, jax.device_count()))
     graphdef, params, rest, model_config = build_model(config, mesh)
-    if unfit := check_vocab_fits(config.data, model_config.vocab_size):  # hf_path's vocab is known only now
-        raise ConfigError("; ".join(unfit))
     train_iter = data_iterator(config)
     steps = total_steps(config, train_iter.batches_per_epoch)
     step_fn = TrainStep.build(config, mesh, graphdef, rest, params, steps)
@@ -381,6 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     num_devices = flags.dry_run_devices or jax.device_count()
     config = load_config(flags.config, overrides, num_devices=num_devices, model_shape=shape)
     if flags.dry_run:
+        preflight(config, data=False)  # a plan may be made where the data is not (the report says)
         print(dry_run_report(config, num_devices))
         return
     train(config)
@@ -394,6 +395,7 @@ def aot(flags: argparse.Namespace, overrides: list[str], shape: dict[str, Any] |
     allow_shared_libtpu()
     target = resolve_target(flags.aot)
     config = load_config(flags.config, overrides, num_devices=target.num_devices, model_shape=shape)
+    preflight(config, tokenizer=False, data=False)  # only the shapes compile: no tokenizer, data or weights
     model_config = ModelConfig.from_hf(config.model.hf_path or config.model.init_config)
     report = compile_for(config, model_config, target)
     print(format_report(report), flush=True)

@@ -17,6 +17,9 @@ _base = config_module(Path(__file__).with_name("oneshot_qwen_math_7b.py"))
 def get_config() -> dict:
     config = _base.get_config()
     config["model"]["hf_path"] = "checkpoints/Llama-3.2-3B-Instruct"
-    config["data"].update(template="tokenizer", tokenizer="llama3")
+    # The checkpoint's own tokenizer, which carries the Instruct chat template; the shipped "llama3" is the
+    # base vocabulary without one (preflight refuses template "tokenizer" with it). Overriding
+    # model.hf_path: override data.tokenizer with it.
+    config["data"].update(template="tokenizer", tokenizer=config["model"]["hf_path"])
     config["training"].update(workdir="runs/oneshot_llama32_3b", accumulation_steps=4)
     return config

@@ -177,6 +177,20 @@ CASES: list[Case] = [
         lambda t: f"{t / 'critiques.jsonl'}:2: field 'critique': missing",
     ),
     (
+        "train-model-vocabulary-smaller-than-the-tokenizer",
+        "cft_jax.train",
+        lambda t: [
+            "--config",
+            str(REPO / "configs" / "cpu_demo.py"),
+            "--config.model.init_config.vocab_size=1000",
+            f"--config.training.workdir={t / 'run'}",
+        ],
+        lambda t: (
+            "data.tokenizer='qwen2.5': 151665 tokens (ids 0..151664), but the model's embedding has "
+            "vocab_size=1000 rows"
+        ),
+    ),
+    (
         "bench-bad-key",
         "cft_jax.bench",
         lambda t: ["train", "--config", str(bad_key_config(t)), "--no_torch"],

@@ -4,8 +4,8 @@ Layers, lowest first (README, "Layout"):
 
     cft_jax (the package), errors, schema, remote, integrity, assets (shipped material, tokenizers)
     models      the decoder, HF import/export, the sharding rules table
-    data        records, templates, packing, the Grain pipeline
-    config      the trainer's typed config (it holds data's DataConfig)
+    config      the typed config schema, the data pipeline's DataConfig included (values only, no I/O)
+    data        records, templates, packing, the Grain pipeline (configured by config's DataConfig)
     training | convert      beside each other: neither imports the other
     tools       train.py, aot/, bench/, demo/, every JAX package's __main__
 
@@ -33,8 +33,8 @@ RANKS = {
     "integrity": 4,
     "assets": 5,
     "models": 6,
-    "data": 7,
-    "config": 8,
+    "config": 7,
+    "data": 8,
     "training": 9,
     "convert": 9,
     "tools": 10,

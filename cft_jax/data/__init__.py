@@ -1,6 +1,6 @@
 """CFT data: records in every published format -> exact templates -> packed, sharded, resumable batches.
 
-Entry points: `cft_jax.data.pipeline.DataConfig` / `make_iterator` for the trainer, and
+Entry points: `cft_jax.data.pipeline.make_iterator` (of a `cft_jax.config.DataConfig`) for the trainer, and
 `python -m cft_jax.data inspect|check|prepare|contamination` for users. See docs/data.md.
 """
 

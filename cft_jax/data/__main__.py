@@ -17,8 +17,9 @@ from collections import Counter
 
 import numpy as np
 
+from cft_jax.config import DataConfig
 from cft_jax.data.contamination import contamination_report
-from cft_jax.data.pipeline import DataConfig, _encoding_key, encode_split, training_tokenizer
+from cft_jax.data.pipeline import _encoding_key, encode_split, training_tokenizer
 from cft_jax.data.prepared import write_prepared
 from cft_jax.data.records import ReadOptions, ReadReport, Rejects, read_samples
 from cft_jax.data.templates import show_trained_span

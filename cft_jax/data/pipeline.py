@@ -28,6 +28,7 @@ import grain
 import numpy as np
 
 from cft_jax.assets.tokenizers import IM_END, load_tokenizer, write_im_end_tokenizer
+from cft_jax.config import DataConfig, data_errors
 from cft_jax.data import length as length_policy
 from cft_jax.data.packing import PackIterDataset, first_fit_decreasing, make_row, packing_efficiency, pad_row
 from cft_jax.data.prepared import PreparedSource, is_prepared
@@ -37,43 +38,6 @@ from cft_jax.errors import InputError
 
 Batch = dict[str, np.ndarray]
 BATCH_KEYS = ("input_ids", "loss_mask", "segment_ids", "positions")
-
-
-@dataclasses.dataclass
-class DataConfig:
-    """Every option of the data pipeline; the defaults are the CFT paper's recipe."""
-
-    # Files: .jsonl/.json, .parquet/.arrow, datasets save_to_disk dirs, .array_record, tfds:NAME[:SPLIT],
-    # or the output of `python -m cft_jax.data prepare` (then format/template/tokenizer come from it).
-    train_paths: tuple[str, ...] = ()
-    eval_paths: tuple[str, ...] = ()
-    format: str = "auto"  # auto | cft | solution | alpaca | messages
-    tfds_data_dir: str | None = None
-    # What trains: cft = [question; solution] -> critique; sft = question -> solution.
-    objective: str = "cft"
-    sft_only_correct: bool = False
-    # Rendering: chatml | qwen25_math | raw | tokenizer; system_prompt overrides the template's.
-    template: str = "chatml"
-    system_prompt: str | None = None
-    # ChatML on a tokenizer without ChatML tokens (DeepSeek, Llama), as the CFT paper's LLaMA-Factory
-    # runs did: <|im_end|> added as a new special token that becomes eos (id = the tokenizer's size,
-    # which must be < the model's vocab_size), <|im_start|> tokenized as plain text
-    # (assets.tokenizers.with_im_end_eos). Off: such a tokenizer is refused.
-    chatml_add_im_end: bool = False
-    tokenizer: str = "qwen2.5"  # a shipped tokenizer name or a directory (local or gs://)
-    seq_len: int = 2048
-    length_policy: str = "truncate"  # truncate | drop | fail
-    packing: bool = False
-    packing_buffer: int = 256
-    pad_id: int = 0
-    shuffle: bool = True
-    seed: int = 0
-    epochs: int | None = 1  # None: repeat forever
-    num_workers: int = 0  # worker processes (Grain mp_prefetch); 0 = in the calling process
-    worker_buffer_size: int = 4
-    skip_bad: bool = False
-    rejects_path: str | None = None  # where skipped records go (JSONL); required with skip_bad
-    max_record_chars: int = 1_000_000
 
 
 @dataclasses.dataclass
@@ -116,10 +80,9 @@ def encode_split(cfg: DataConfig, paths: Sequence[str]) -> tuple[list[Encoded], 
     _validate(cfg)
     read_report = ReadReport(rejects_path=cfg.rejects_path)
     rejects = Rejects(cfg.rejects_path if cfg.skip_bad else None)
-    opts = ReadOptions(
-        cfg.format, cfg.objective, cfg.sft_only_correct, cfg.max_record_chars, cfg.tfds_data_dir
+    samples = read_samples(
+        paths, _read_options(cfg), skip_bad=cfg.skip_bad, rejects=rejects, report=read_report
     )
-    samples = read_samples(paths, opts, skip_bad=cfg.skip_bad, rejects=rejects, report=read_report)
     encoder = Encoder(
         training_tokenizer(cfg), cfg.template, cfg.system_prompt, add_im_end=cfg.chatml_add_im_end
     )
@@ -131,6 +94,24 @@ def encode_split(cfg: DataConfig, paths: Sequence[str]) -> tuple[list[Encoded], 
     return encoded, report
 
 
+def read_head(cfg: DataConfig, path: str, records: int = 3) -> list[Sample]:
+    """The first `records` records of the file `path`, read as `encode_split` reads them: a cheap look
+    before training. A prepared file is checked against `cfg` instead (its sidecar) and gives none.
+    Raises the error reading the whole file would raise at one of those records; with `cfg.skip_bad`
+    a bad one is skipped (and written nowhere).
+    """
+    if is_prepared(path):
+        PreparedSource(path, expect=_encoding_key(cfg))
+        return []
+    return read_samples([path], _read_options(cfg), skip_bad=cfg.skip_bad, limit=records)
+
+
+def _read_options(cfg: DataConfig) -> ReadOptions:
+    return ReadOptions(
+        cfg.format, cfg.objective, cfg.sft_only_correct, cfg.max_record_chars, cfg.tfds_data_dir
+    )
+
+
 def training_tokenizer(cfg: DataConfig) -> Any:
     """The tokenizer the examples are tokenized with (cached; do not modify it): `cfg.tokenizer`, with
     `<|im_end|>` added as eos when `cfg.chatml_add_im_end`. Decode the training ids with this one."""
@@ -138,21 +119,33 @@ def training_tokenizer(cfg: DataConfig) -> Any:
 
 
 def check_vocab_fits(cfg: DataConfig, vocab_size: int) -> list[str]:
-    """Why the ids `cfg` adds to the tokenizer would have no row in a `vocab_size` embedding (empty: fine).
-
-    Only the token `chatml_add_im_end` adds is checked: the trainer does not resize the embedding.
+    """Why some token id of the training tokenizer (or `cfg.pad_id`) would have no row in a `vocab_size`
+    embedding (empty: fine). The trainer never resizes the embedding, and an id past its end reads a
+    NaN row (JAX fills out-of-bounds gathers), so the first loss would be NaN instead of this message.
     """
-    if not cfg.chatml_add_im_end:
-        return []
-    added = training_tokenizer(cfg).convert_tokens_to_ids(IM_END)
-    if added < vocab_size:
-        return []
-    return [
-        f"data.chatml_add_im_end=True: {IM_END} gets token id {added} in tokenizer {cfg.tokenizer!r}, "
-        f"but the model's embedding has vocab_size={vocab_size} rows (ids 0..{vocab_size - 1}) and is "
-        "not resized; use a model with spare embedding rows, a tokenizer that has ChatML tokens, or "
-        "data.chatml_add_im_end=False with template 'tokenizer' or 'raw'"
-    ]
+    errors = []
+    tokenizer = training_tokenizer(cfg)
+    size = len(tokenizer)
+    added = tokenizer.convert_tokens_to_ids(IM_END) if cfg.chatml_add_im_end else -1
+    if added >= vocab_size:
+        errors.append(
+            f"data.chatml_add_im_end=True: {IM_END} gets token id {added} in tokenizer {cfg.tokenizer!r}, "
+            f"but the model's embedding has vocab_size={vocab_size} rows (ids 0..{vocab_size - 1}) and is "
+            "not resized; use a model with spare embedding rows, a tokenizer that has ChatML tokens, or "
+            "data.chatml_add_im_end=False with template 'tokenizer' or 'raw'"
+        )
+    elif size > vocab_size:
+        errors.append(
+            f"data.tokenizer={cfg.tokenizer!r}: {size} tokens (ids 0..{size - 1}), but the model's "
+            f"embedding has vocab_size={vocab_size} rows and is not resized; use the model's own tokenizer "
+            "(e.g. data.tokenizer = its HF checkpoint directory) or a model whose vocab_size covers it"
+        )
+    if not 0 <= cfg.pad_id < vocab_size:
+        errors.append(
+            f"data.pad_id={cfg.pad_id}: no row in the model's embedding (vocab_size={vocab_size}); "
+            "use an id in [0, vocab_size), e.g. 0 or the tokenizer's pad token id"
+        )
+    return errors
 
 
 def write_export_tokenizer(cfg: DataConfig, src: str | Path | None, dst: str | Path) -> Path | None:
@@ -383,11 +376,5 @@ def _encoding_key(cfg: DataConfig) -> dict[str, Any]:
 
 
 def _validate(cfg: DataConfig) -> None:
-    if cfg.length_policy not in length_policy.LENGTH_POLICIES:
-        raise InputError(
-            f"DataConfig.length_policy={cfg.length_policy!r}; choose one of {length_policy.LENGTH_POLICIES}"
-        )
-    if cfg.skip_bad and not cfg.rejects_path:
-        raise InputError("DataConfig.skip_bad needs rejects_path: skipped records must go somewhere")
-    if cfg.seq_len <= 0:
-        raise InputError(f"DataConfig.seq_len={cfg.seq_len} must be positive")
+    if errors := data_errors(cfg):
+        raise InputError("; ".join(errors))

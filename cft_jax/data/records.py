@@ -414,11 +414,13 @@ def read_samples(
     skip_bad: bool = False,
     rejects: Rejects | None = None,
     report: ReadReport | None = None,
+    limit: int | None = None,
 ) -> list[Sample]:
     """Reads, validates and converts every record of `paths` (in order) into Samples.
 
     Raises RecordError on the first bad record unless `skip_bad`, in which case it is written to
-    `rejects` and counted in `report`.
+    `rejects` and counted in `report`. `limit`: only the first `limit` records of each path (a cheap
+    look at the head of the files; a JSON array is still parsed whole).
     """
     if opts.objective not in OBJECTIVES:
         raise InputError(f"unknown objective {opts.objective!r}; choose one of {OBJECTIVES}")
@@ -434,6 +436,8 @@ def read_samples(
         for raw in _raw_records(path, opts):
             if raw.obj is None and raw.error is None:
                 continue  # blank JSONL line
+            if limit is not None and count >= limit:
+                break
             count += 1
             report.read += 1
             try:

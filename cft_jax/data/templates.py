@@ -113,7 +113,8 @@ class Encoder:
                 )
         if self.template.kind == "tokenizer" and not getattr(tokenizer, "chat_template", None):
             raise InputError(
-                "template 'tokenizer': this tokenizer has no chat template; use 'chatml' or 'raw'"
+                "template 'tokenizer': this tokenizer has no chat template; use template 'chatml' or 'raw', "
+                "or a tokenizer that has one (the model's own: data.tokenizer = its HF checkpoint directory)"
             )
 
     def render(self, sample: Sample) -> tuple[str, str]:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import jax
 
-from cft_jax.data.pipeline import DataConfig, make_eval_iterator
+from cft_jax.config import DataConfig
+from cft_jax.data.pipeline import make_eval_iterator
 from cft_jax.data.records import Sample, cft_prompt
 from cft_jax.data.templates import Encoder
 from cft_jax.models.hf import load_hf

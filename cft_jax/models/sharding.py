@@ -41,29 +41,38 @@ LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
 }
 
 
+def mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> tuple[int, int, int]:
+    """(data, fsdp, tensor) over `num_devices`, the one axis given as -1 taking the remaining devices.
+
+    The only place the -1 is resolved: `make_mesh` and the trainer's config (`cft_jax.config.resolve_mesh`)
+    both ask here, so a mesh the config accepts is the mesh that gets built.
+    """
+    sizes = [data, fsdp, tensor]
+    named = f"mesh data={data} fsdp={fsdp} tensor={tensor}"
+    if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+        raise ValueError(f"{named}: each axis is >= 1, with at most one -1 (the rest)")
+    fixed = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if num_devices % fixed:
+            raise ValueError(
+                f"{named}: the fixed axes ({fixed} devices) do not divide the {num_devices} devices"
+            )
+        sizes[sizes.index(-1)] = num_devices // fixed
+    if math.prod(sizes) != num_devices:
+        raise ValueError(
+            f"{named}: {math.prod(sizes)} devices, but {num_devices} are available and the axes must equal "
+            f"the {num_devices} devices; give one axis as -1 to take the rest"
+        )
+    return sizes[0], sizes[1], sizes[2]
+
+
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
     """A mesh with axes ("data", "fsdp", "tensor"); one size may be -1, meaning the remaining devices.
 
     Neighbouring devices share the innermost axis ("tensor"), whose collectives are the most frequent.
     """
     devices = list(jax.devices() if devices is None else devices)
-    sizes = [data, fsdp, tensor]
-    if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-        raise ValueError(
-            f"mesh sizes data={data}, fsdp={fsdp}, tensor={tensor}: at most one may be -1, none 0"
-        )
-    known = math.prod(s for s in sizes if s != -1)
-    if -1 in sizes:
-        if len(devices) % known:
-            raise ValueError(
-                f"{len(devices)} devices do not divide into fsdp*tensor*data={known} (without -1)"
-            )
-        sizes[sizes.index(-1)] = len(devices) // known
-    if math.prod(sizes) != len(devices):
-        raise ValueError(
-            f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = {math.prod(sizes)} devices, "
-            f"but {len(devices)} are available; use -1 for one axis to take the rest"
-        )
+    sizes = mesh_shape(data, fsdp, tensor, len(devices))
     grid = np.asarray(devices, dtype=object).reshape(sizes)
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 

@@ -13,7 +13,8 @@ import sys
 
 import numpy as np
 
-from cft_jax.data.pipeline import DataConfig, make_iterator
+from cft_jax.config import DataConfig
+from cft_jax.data.pipeline import make_iterator
 
 
 def main() -> None:

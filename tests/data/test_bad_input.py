@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from cft_jax.data.pipeline import DataConfig, encode_split
+from cft_jax.config import DataConfig
+from cft_jax.data.pipeline import encode_split
 from cft_jax.data.records import ReadOptions, ReadReport, RecordError, Rejects, read_samples
 
 GOOD = {"id": "a", "question": "What is 1+1?", "solution": "2", "critique": "Right. Conclusion: right [END]"}

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cft_jax.config import DataConfig
 from cft_jax.data.__main__ import main
-from cft_jax.data.pipeline import BATCH_KEYS, DataConfig, make_iterator
+from cft_jax.data.pipeline import BATCH_KEYS, make_iterator
 from cft_jax.data.records import RecordError
 from cft_jax.schema import to_json
 

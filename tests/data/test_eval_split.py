@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cft_jax.data.pipeline import DataConfig, load_examples, make_iterator
+from cft_jax.config import DataConfig
+from cft_jax.data.pipeline import load_examples, make_iterator
 from cft_jax.schema import to_json
 
 

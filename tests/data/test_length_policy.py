@@ -8,9 +8,10 @@ import itertools
 import numpy as np
 import pytest
 
+from cft_jax.config import DataConfig
 from cft_jax.data import asset_path
 from cft_jax.data.length import fit, proportional_lengths
-from cft_jax.data.pipeline import DataConfig, encode_split
+from cft_jax.data.pipeline import encode_split
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,10 @@ import itertools
 import numpy as np
 import pytest
 
+from cft_jax.config import DataConfig
 from cft_jax.data import asset_path
 from cft_jax.data.packing import first_fit_decreasing, make_row, packing_efficiency
-from cft_jax.data.pipeline import DataConfig, load_examples, make_iterator
+from cft_jax.data.pipeline import load_examples, make_iterator
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cft_jax.data.pipeline import BATCH_KEYS, DataConfig, make_iterator
+from cft_jax.config import DataConfig
+from cft_jax.data.pipeline import BATCH_KEYS, make_iterator
 from cft_jax.schema import to_json
 
 WORKER = Path(__file__).with_name("resume_worker.py")

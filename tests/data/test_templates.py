@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from cft_jax.assets.tokenizers import _without_llama_cpp_padding, load_tokenizer, with_im_end_eos
-from cft_jax.data.pipeline import DataConfig, check_vocab_fits, training_tokenizer, write_export_tokenizer
+from cft_jax.config import DataConfig
+from cft_jax.data.pipeline import check_vocab_fits, training_tokenizer, write_export_tokenizer
 from cft_jax.data.records import CFT_INPUT, CFT_INSTRUCTION, Sample, cft_prompt
 from cft_jax.data.templates import Encoder
 
@@ -208,7 +209,18 @@ def test_the_added_token_must_fit_the_model_embedding():
     assert check_vocab_fits(cfg, 102400) == []
     [error] = check_vocab_fits(cfg, DEEPSEEK_HF_SIZE)
     assert "data.chatml_add_im_end=True" in error and f"vocab_size={DEEPSEEK_HF_SIZE}" in error
-    assert check_vocab_fits(DataConfig(tokenizer="deepseek_llm"), 10) == []
+
+
+def test_every_token_id_and_the_pad_id_must_fit_the_model_embedding():
+    cfg = DataConfig(tokenizer="deepseek_llm")  # 102,400 ids, [PAD] placeholders included
+    assert check_vocab_fits(cfg, 102400) == []
+    [error] = check_vocab_fits(cfg, DEEPSEEK_HF_SIZE)
+    assert (
+        f"data.tokenizer='deepseek_llm': 102400 tokens (ids 0..102399), but the model's embedding has "
+        f"vocab_size={DEEPSEEK_HF_SIZE} rows" in error
+    )
+    [error] = check_vocab_fits(DataConfig(tokenizer="deepseek_llm", pad_id=102400), 102400)
+    assert error.startswith("data.pad_id=102400: no row in the model's embedding")
 
 
 def test_export_tokenizer_carries_im_end_as_eos(tmp_path):

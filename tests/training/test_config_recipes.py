@@ -140,13 +140,6 @@ def test_deepseek_recipe_tokenizes_chatml_as_llama_factory_did(tmp_path):
     assert report.examples == 1
 
 
-def test_deepseek_recipe_refuses_a_model_without_a_row_for_im_end(tmp_path):
-    small = {**ARCHITECTURES["deepseek_math_7b"], "vocab_size": 100015}
-    (tmp_path / "config.json").write_text(json.dumps(small))
-    with pytest.raises(ConfigError, match="data.chatml_add_im_end=True: <\\|im_end\\|> gets token id 100015"):
-        load_config(CONFIGS / "deepseek_math_7b.py", [f"--config.model.hf_path={tmp_path}"], num_devices=16)
-
-
 def test_cpu_demo_dry_run_prints_the_plan(capsys):
     main(["--config", str(CONFIGS / "cpu_demo.py"), "--dry_run"])
     out = capsys.readouterr().out
