@@ -155,7 +155,7 @@ def our_estimate(numbers: dict) -> dict:
     cost = numbers["cost_estimate"]
     return {
         "memory_gib": numbers["memory"]["total"] / GiB,
-        "collective_gib": sum(t["bytes"] for t in numbers["collectives"].values()) / GiB,
+        "collective_gib": cost.get("collective_bytes", 0.0) / GiB,
         "compute_s": cost["compute_s"],
         "interconnect_s": cost["interconnect_s"],
         "step_s": cost["step_s"],

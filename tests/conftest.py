@@ -60,3 +60,19 @@ def smollm2_transformers_dir(smollm2_gguf_path) -> Path:
         tok.save_pretrained(tmp)
         tmp.rename(out)
     return out
+
+
+@pytest.fixture
+def bucket(monkeypatch, tmp_path):
+    """A GCS JSON-API server on 127.0.0.1 (tests/gcs_server.py) with one bucket, "cft", that this
+    process's gs:// paths reach; a fresh staging cache, and no gcsfs listings cached from before."""
+    import fsspec
+
+    from tests.gcs_server import GCSServer
+
+    with GCSServer(buckets=("cft",)) as gcs:
+        for name, value in gcs.environment().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("CFT_JAX_CACHE", str(tmp_path / "cache"))
+        fsspec.filesystem("gcs", finalize_on_close=True).invalidate_cache()
+        yield gcs

@@ -146,5 +146,8 @@ def cost_numbers(cost: StepCost) -> dict[str, Any]:
         "step_s": cost.step_s,
         "mfu": cost.mfu,
         "tokens_per_s_per_device": cost.tokens_per_s_per_device,
+        # Of the windowed-einsums-off compile the estimate is made from (the default compile's are in
+        # the report: the windowed loops turn some all-gathers into collective-permutes).
+        "collective_bytes": sum(t["bytes"] for t in cost.base.collectives.values()),
         "collective_traffic_bytes": sum(t["traffic_bytes"] for t in cost.base.collectives.values()),
     }

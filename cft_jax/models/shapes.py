@@ -69,32 +69,8 @@ SHAPES: dict[str, dict[str, Any]] = {
         "head_dim": 128,
         "tie_word_embeddings": False,
     },
-    # The recipes' base models (configs/*.py): their shapes plan a run before anything is downloaded.
-    "qwen2.5-math-1.5b": {
-        **_QWEN25,
-        "hidden_size": 1536,
-        "intermediate_size": 8960,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 12,
-        "num_key_value_heads": 2,
-        "head_dim": 128,
-        "tie_word_embeddings": True,
-        "rope_theta": 10000.0,
-        "max_position_embeddings": 4096,
-    },
-    "qwen2.5-math-7b": {
-        **_QWEN25,
-        "vocab_size": 152064,
-        "hidden_size": 3584,
-        "intermediate_size": 18944,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 28,
-        "num_key_value_heads": 4,
-        "head_dim": 128,
-        "tie_word_embeddings": False,
-        "rope_theta": 10000.0,
-        "max_position_embeddings": 4096,
-    },
+    # The recipes' base models (configs/*.py): their shapes plan a run before anything is downloaded;
+    # Qwen2.5-Math-1.5B / 7B are added below.
     "deepseek-math-7b": {
         "model_type": "llama",
         "vocab_size": 102400,
@@ -146,3 +122,11 @@ SHAPES: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 8192,
     },
 }
+
+# Qwen2.5-Math is Qwen2.5 with a 4K context and rope_theta 1e4.
+for _size in ("1.5b", "7b"):
+    SHAPES[f"qwen2.5-math-{_size}"] = {
+        **SHAPES[f"qwen2.5-{_size}"],
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 4096,
+    }

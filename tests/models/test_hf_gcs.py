@@ -20,15 +20,6 @@ from cft_jax.models.hf import export_hf, load_hf, param_leaves
 from tests.gcs_server import GCSServer
 
 
-@pytest.fixture
-def bucket(monkeypatch, tmp_path):
-    with GCSServer(buckets=("cft",)) as gcs:
-        for name, value in gcs.environment().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("CFT_JAX_CACHE", str(tmp_path / "cache"))
-        yield gcs
-
-
 def downloads(gcs: GCSServer) -> int:
     return gcs.requests["GET /download"]
 

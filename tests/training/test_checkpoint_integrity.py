@@ -155,14 +155,6 @@ def test_convert_verify_passes_a_good_run_and_names_the_damaged_file(reference, 
     assert capsys.readouterr().out.startswith("step 3: unverified: no integrity manifest")
 
 
-@pytest.fixture
-def bucket(monkeypatch):
-    with GCSServer(buckets=("cft",)) as gcs:
-        for name, value in gcs.environment().items():
-            monkeypatch.setenv(name, value)
-        yield gcs
-
-
 def objects_under(gcs: GCSServer, prefix: str) -> dict[str, bytes]:
     return {name[len(prefix) :]: o.data for (_, name), o in gcs.objects.items() if name.startswith(prefix)}
 

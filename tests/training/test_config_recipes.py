@@ -9,76 +9,24 @@ import pytest
 
 from cft_jax.config import ConfigError, build_config, load_config
 from cft_jax.data.pipeline import load_examples, training_tokenizer
+from cft_jax.models.shapes import SHAPES
 from cft_jax.train import dry_run_report, main
 from tests.training.conftest import TINY
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
-# The public config.json values of each recipe's base model (only what the decoder reads).
-QWEN_MATH_7B = {
-    "architectures": ["Qwen2ForCausalLM"],
-    "model_type": "qwen2",
-    "hidden_size": 3584,
-    "intermediate_size": 18944,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 28,
-    "num_key_value_heads": 4,
-    "vocab_size": 152064,
-    "max_position_embeddings": 4096,
-    "rope_theta": 10000.0,
-    "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": False,
-    "hidden_act": "silu",
+# Each recipe's base model, as its public config.json (cft_jax/models/shapes.py: only what the
+# decoder reads, plus the keys every HF config carries).
+BASE_MODELS = {
+    "qwen7b_v5p": ("qwen2.5-math-7b", "Qwen2ForCausalLM"),
+    "oneshot_qwen_math_7b": ("qwen2.5-math-7b", "Qwen2ForCausalLM"),
+    "oneshot_qwen_math_1p5b": ("qwen2.5-math-1.5b", "Qwen2ForCausalLM"),
+    "deepseek_math_7b": ("deepseek-math-7b", "LlamaForCausalLM"),
+    "llama32_3b_instruct": ("llama-3.2-3b", "LlamaForCausalLM"),
 }
 ARCHITECTURES = {
-    "qwen7b_v5p": QWEN_MATH_7B,
-    "oneshot_qwen_math_7b": QWEN_MATH_7B,
-    "oneshot_qwen_math_1p5b": {
-        **QWEN_MATH_7B,
-        "hidden_size": 1536,
-        "intermediate_size": 8960,
-        "num_attention_heads": 12,
-        "num_key_value_heads": 2,
-        "vocab_size": 151936,
-        "tie_word_embeddings": True,
-    },
-    "deepseek_math_7b": {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 4096,
-        "intermediate_size": 11008,
-        "num_hidden_layers": 30,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 32,
-        "vocab_size": 102400,
-        "max_position_embeddings": 4096,
-        "rope_theta": 10000.0,
-        "rms_norm_eps": 1e-6,
-        "hidden_act": "silu",
-    },
-    "llama32_3b_instruct": {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 3072,
-        "intermediate_size": 8192,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 24,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "vocab_size": 128256,
-        "max_position_embeddings": 131072,
-        "rope_theta": 500000.0,
-        "rope_scaling": {
-            "factor": 32.0,
-            "high_freq_factor": 4.0,
-            "low_freq_factor": 1.0,
-            "original_max_position_embeddings": 8192,
-            "rope_type": "llama3",
-        },
-        "rms_norm_eps": 1e-5,
-        "tie_word_embeddings": True,
-        "hidden_act": "silu",
-    },
+    name: {**SHAPES[shape], "architectures": [architecture], "hidden_act": "silu"}
+    for name, (shape, architecture) in BASE_MODELS.items()
 }
 
 
@@ -98,7 +46,7 @@ def test_random_init_config_loads_validates_and_plans(name):
 
 
 def test_the_paper_recipe_is_what_the_paper_says(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps(QWEN_MATH_7B))
+    (tmp_path / "config.json").write_text(json.dumps(ARCHITECTURES["qwen7b_v5p"]))
     c = load_config(CONFIGS / "qwen7b_v5p.py", [f"--config.model.hf_path={tmp_path}"], num_devices=16)
     assert (c.optimizer.schedule, c.optimizer.warmup_ratio, c.optimizer.b2, c.optimizer.weight_decay) == (
         "cosine",

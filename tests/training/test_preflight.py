@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import fsspec
 import pytest
 
 from cft_jax import train as train_module
 from cft_jax.config import ConfigError, TrainConfig, load_config
 from cft_jax.train import main, train
 from cft_jax.training.preflight import preflight
-from tests.gcs_server import GCSServer
 from tests.training.test_config_recipes import ARCHITECTURES, CONFIGS
 
 GOOD_CRITIQUE = {"id": "a", "question": "1+1?", "solution": "2", "critique": "Right.", "verdict": "right"}
@@ -159,16 +157,6 @@ def test_dry_run_checks_the_model_and_tokenizer_but_not_the_data(tmp_path, capsy
     assert "(data not found here)" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="vocab_size=1000 rows"):
         main(["--config", config, "--dry_run", "--config.model.init_config.vocab_size=1000"])
-
-
-@pytest.fixture
-def bucket(monkeypatch, tmp_path):
-    with GCSServer(buckets=("cft",)) as gcs:
-        for name, value in gcs.environment().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.setenv("CFT_JAX_CACHE", str(tmp_path / "cache"))
-        fsspec.filesystem("gcs", finalize_on_close=True).invalidate_cache()
-        yield gcs
 
 
 def test_a_gs_hf_path_is_checked_in_the_bucket(bucket):
