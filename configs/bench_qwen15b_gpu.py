@@ -15,6 +15,7 @@ def get_config() -> dict:
             "param_dtype": "float32",
             "compute_dtype": "bfloat16",
             "remat": "full",
+            "attention_impl": "auto",  # Pallas flash on GPU: no [heads, seq, seq] scores
         },
         "data": {"seq_len": 4096, "train_paths": ("unused-by-the-bench",), "epochs": 1},
         "optimizer": {"lr": 1e-5, "weight_decay": 0.0, "clip_norm": 1.0},

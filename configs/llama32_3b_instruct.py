@@ -5,6 +5,8 @@ the one-shot recipe of configs/oneshot_qwen_math_7b.py (batch 512, lr 5e-6, cosi
 beta2 0.95, weight decay 0.05, 4096 tokens with over-length dropped, 50 epochs, an HF export every
 10 updates), but "Llama-3.2-3B-Instruct uses its own template": the tokenizer's chat template.
 Reported: average of 6 math benchmarks 17.5 -> 21.7.
+Planned for a v5p-16 (8 chips, 16 x 4096 tokens per chip per micro-batch): `--shape llama-3.2-3b
+--aot v5p-16` compiles it to 38.32 GiB per chip (docs/performance.md).
 """
 
 from pathlib import Path

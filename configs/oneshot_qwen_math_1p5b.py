@@ -4,6 +4,8 @@ Sources: as configs/oneshot_qwen_math_7b.py (docs/recipe.md section 4; One-Shot 
 TIGER-AI-Lab/One-Shot-CFT script): batch 512, lr 5e-6, cosine, warm-up 0.05, beta2 0.95, weight
 decay 0.05, 4096 tokens with over-length dropped, 50 epochs, an HF export every 10 updates.
 Reported: average of 6 math benchmarks 21.1 -> 32.8.
+Planned for a v5p-8 (4 chips, 32 x 4096 tokens per chip per micro-batch): `--shape qwen2.5-math-1.5b
+--aot v5p-8` compiles it to 43.26 GiB per chip (docs/performance.md).
 """
 
 from pathlib import Path

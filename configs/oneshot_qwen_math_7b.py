@@ -11,6 +11,8 @@ Critique Fine-Tuning on One Problem", 2025, and the TIGER-AI-Lab/One-Shot-CFT ms
   within \\boxed{}.";
 - a checkpoint every 10 updates, the best chosen on a 500-problem MATH validation split: every
   10th update is exported to HF for `python -m cft_jax.eval`.
+Planned for a v5p-32 (16 chips, 4 x 4096 tokens per chip per micro-batch, 8 micro-batches):
+`--shape qwen2.5-math-7b --aot v5p-32` compiles it to 21.00 GiB per chip (docs/performance.md).
 """
 
 

@@ -8,8 +8,10 @@ TIGER-AI-Lab/CritiqueFineTuning training scripts):
 - ChatML with the system prompt "You are a helpful assistant." for every base model;
 - checkpoints every 2 steps, the best chosen on MATH-500: here every 2nd update is exported to HF
   (each export is ~15 GB in bf16) and every 10th is a resumable checkpoint.
-Mesh: a v5p-32 slice (16 chips, 95 GiB each), FSDP over all chips; 4 micro-batches of 128 keep the
-activations of the full-remat backward at a few GiB per chip (`--dry_run` prints the estimate).
+Mesh: a v5p-32 slice (16 chips, 95 GiB each), FSDP over all chips, 4 micro-batches of 128 rows (8 x
+2048 tokens per chip each), splash attention. Compiled for it from any machine with
+`python -m cft_jax.train --config configs/qwen7b_v5p.py --shape qwen2.5-math-7b --aot v5p-32`:
+21.64 GiB per chip, 290 GiB of collectives per chip per step (docs/performance.md).
 Put the HF checkpoint and the data where the paths below say, or override them.
 """
 
