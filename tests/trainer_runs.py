@@ -24,13 +24,19 @@ SMALL_RUN = [
 ]
 
 
+def xla_flags(devices: int) -> str:
+    """This process's XLA_FLAGS (e.g. a capped CPU ISA the suite runs under) with `devices` CPU devices."""
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if "force_host_platform_device_count" not in f]
+    return " ".join([*kept, f"--xla_force_host_platform_device_count={devices}"])
+
+
 def trainer_env(cache: Path, *, devices: int = 1, extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment plus `extra`, for a trainer on `devices` CPU devices."""
     return {
         **os.environ,
         **(extra or {}),
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "XLA_FLAGS": xla_flags(devices),
         "JAX_COMPILATION_CACHE_DIR": str(cache),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }

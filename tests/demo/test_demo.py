@@ -7,6 +7,7 @@ import json
 import pytest
 
 from cft_jax.demo.run import main
+from tests.trainer_runs import xla_flags
 
 
 @pytest.mark.slow
@@ -14,7 +15,7 @@ def test_short_demo_lowers_heldout_loss_and_exports(tmp_path, smollm2_hf_dir, mo
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # The demo trains on one CPU device, as `scripts/demo.sh` runs it; the suite's 8 simulated
     # devices would not split its 4-row batch.
-    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", xla_flags(1))
     out = tmp_path / "demo"
     main(
         [

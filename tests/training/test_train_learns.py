@@ -19,6 +19,7 @@ import pytest
 
 from cft_jax.data import asset_path
 from cft_jax.training.metrics import read_jsonl
+from tests.trainer_runs import xla_flags
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +48,7 @@ def test_a_tiny_model_drives_the_loss_on_four_critiques_near_zero(tmp_path):
         "--config.checkpoint.every_steps=0",
         "--config.logging.progress_bar=false",
     ]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags(1)}
     result = subprocess.run(
         [sys.executable, "-m", "cft_jax.train", *args],
         cwd=REPO,
