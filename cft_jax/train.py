@@ -15,6 +15,7 @@ exports (every process takes part in gathering the exported tensors).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -159,8 +160,71 @@ def resume(
     return step, params, opt_state
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Runs (or resumes) the training described by `config`; returns the last step's metrics."""
+@dataclasses.dataclass
+class Run:
+    """What a training run holds besides its parameters and optimizer state, and what it does with them
+    between updates: log, evaluate, checkpoint, export."""
+
+    config: TrainConfig
+    workdir: epath.Path
+    model_config: ModelConfig
+    step_fn: TrainStep
+    policy: Policy
+    meter: StepMeter
+    writer: metrics_lib.MetricsWriter
+    checkpointer: Checkpointer
+    train_iter: Any
+    eval_iter: Any
+    meta: dict[str, Any]
+    tokenizer: Path | epath.Path | None  # the tokenizer checkpoints and exports carry
+    scratch: tempfile.TemporaryDirectory  # holds that tokenizer when the data changed it
+    last_saved: int
+    last_logged: int
+
+    def log(self, read: tuple[int, dict[str, float]] | None) -> dict[str, float] | None:
+        """Writes a step's numbers where the policy says; stops the run on a non-finite loss."""
+        if read is None:
+            return None
+        step, numbers = read
+        if not math.isfinite(numbers["loss"]):
+            raise FloatingPointError(
+                f"step {step}: the loss is {numbers['loss']}; stopping. The last good checkpoint is "
+                f"step {self.last_saved or None} in {self.workdir / 'checkpoints'}"
+            )
+        if self.policy.logs(step) or "eval_loss" in numbers:
+            self.writer.write(step, numbers, advance=step - self.last_logged)
+            self.last_logged = step
+        return numbers
+
+    def evaluate(self, params: nnx.State) -> float:
+        sharding, batches = self.step_fn.batch_sharding, self.config.evaluation.num_batches
+        return evaluate(self.step_fn.evaluate, params, self.eval_iter, sharding, batches)
+
+    def save(self, step: int, params: nnx.State, opt_state: Any) -> None:
+        state = self.train_iter.get_state()
+        self.checkpointer.save(
+            step, params=params, opt_state=opt_state, data_iter_state=state, meta=self.meta
+        )
+        self.last_saved = step
+
+    def export(self, step: int, params: nnx.State) -> None:
+        """A collective in a multi-host run: every process gathers, process 0 writes."""
+        self.checkpointer.wait()
+        target = self.workdir / "hf" / f"step_{step}"
+        export_hf(
+            params, self.model_config, target, dtype=self.config.export.dtype, tokenizer_dir=self.tokenizer
+        )
+
+    def close(self) -> None:
+        self.checkpointer.wait()
+        self.checkpointer.close()
+        self.train_iter.close()
+        self.writer.close()
+
+
+def start(config: TrainConfig) -> tuple[Run, int, nnx.State, Any]:
+    """(run, step, params, opt_state) of `config`: its model on the mesh, data, compiled step and
+    checkpoints, resumed from the newest checkpoint that verifies."""
     preflight(config)  # the checkpoint, tokenizer and data are there and agree, before anything loads
     workdir = as_path(config.training.workdir)
     mesh = make_mesh(*resolve_mesh(config.mesh, jax.device_count()))
@@ -177,16 +241,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.checkpoint.resume:
         step, params, opt_state = resume(checkpointer, step_fn, params, opt_state, train_iter, meta)
     # A tokenizer the data changed (data.chatml_add_im_end) is what checkpoints and exports must carry.
-    changed_tokenizer = tempfile.TemporaryDirectory(prefix="cft_tokenizer_")
-    tokenizer = write_export_tokenizer(config.data, tokenizer_source(config), changed_tokenizer.name)
+    scratch = tempfile.TemporaryDirectory(prefix="cft_tokenizer_")
+    tokenizer = write_export_tokenizer(config.data, tokenizer_source(config), scratch.name)
     tokenizer = tokenizer or tokenizer_source(config)
     checkpointer.write_hf_assets(model_config.to_hf(), tokenizer)
     policy = Policy.from_config(config, steps)
-    eval_iter = data_iterator(config, "eval") if policy.eval_every else None
     peak = metrics_lib.peak_flops_per_device(jax.devices()[0], config.logging.peak_flops_per_device)
-    tokens_per_step = config.training.global_batch * config.data.seq_len
+    flops_per_token = model_config.flops_per_token(config.data.seq_len)
     meter = StepMeter(
-        tokens_per_step, model_config.flops_per_token(config.data.seq_len), jax.device_count(), peak
+        config.training.global_batch * config.data.seq_len, flops_per_token, jax.device_count(), peak
     )
     writer = metrics_lib.MetricsWriter(
         workdir,
@@ -196,80 +259,50 @@ def train(config: TrainConfig) -> dict[str, Any]:
         tensorboard=config.logging.tensorboard,
         progress_bar=config.logging.progress_bar,
     )
-    terminate = TerminationFlag()
-    last_saved, last_logged, record = step, step, {}
+    eval_iter = data_iterator(config, "eval") if policy.eval_every else None
+    run = Run(config, workdir, model_config, step_fn, policy, meter, writer, checkpointer, train_iter,
+              eval_iter, meta, tokenizer, scratch, last_saved=step, last_logged=step)  # fmt: skip
+    return run, step, params, opt_state
 
-    def log(read: tuple[int, dict[str, float]] | None) -> dict[str, float]:
-        nonlocal last_logged
-        if read is None:
-            return record
-        at, numbers = read
-        if not math.isfinite(numbers["loss"]):
-            raise FloatingPointError(
-                f"step {at}: the loss is {numbers['loss']}; stopping. The last good checkpoint is "
-                f"step {last_saved or None} in {workdir / 'checkpoints'}"
-            )
-        if policy.logs(at) or "eval_loss" in numbers:
-            writer.write(at, numbers, advance=at - last_logged)
-            last_logged = at
-        return numbers
 
-    def save(at: int) -> None:
-        checkpointer.save(
-            at, params=params, opt_state=opt_state, data_iter_state=train_iter.get_state(), meta=meta
-        )
-
-    def export(at: int) -> None:  # a collective in a multi-host run: every process gathers, process 0 writes
-        export_hf(
-            params,
-            model_config,
-            workdir / "hf" / f"step_{at}",
-            dtype=config.export.dtype,
-            tokenizer_dir=tokenizer,
-        )
-
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Runs (or resumes) the training described by `config`; returns the last step's metrics."""
+    run, step, params, opt_state = start(config)
+    policy, step_fn, meter = run.policy, run.step_fn, run.meter
+    terminate, record = TerminationFlag(), {}
     try:
         while step < policy.halt_at:
-            host_batch = next(train_iter, None)
+            host_batch = next(run.train_iter, None)
             if host_batch is None:
                 print(
-                    f"the data ran out after step {step} (of {steps} planned); finishing here",
-                    file=sys.stderr,
+                    f"the data ran out after step {step} (of {policy.total_steps} planned)", file=sys.stderr
                 )
                 break
-            params, opt_state, metrics = step_fn(
-                params, opt_state, global_batch(host_batch, step_fn.batch_sharding)
-            )
+            batch = global_batch(host_batch, step_fn.batch_sharding)
+            params, opt_state, metrics = step_fn(params, opt_state, batch)
             step += 1
-            record = log(meter.swap(step, metrics))  # the previous step's numbers, while this one runs
+            record = run.log(meter.swap(step, metrics)) or record  # the previous step's, while this one runs
             stopping = terminate.is_set()
             if not (policy.needs_state(step) or stopping):
                 continue
             at, record = meter.take()  # this step's parameters are needed now: so are its numbers
             if policy.evaluates(step):
-                record["eval_loss"] = evaluate(
-                    step_fn.evaluate, params, eval_iter, step_fn.batch_sharding, config.evaluation.num_batches
-                )
-            record = log((at, record))
+                record["eval_loss"] = run.evaluate(params)
+            run.log((at, record))
             if policy.saves(step) or stopping:
-                save(step)
-                last_saved = step
+                run.save(step, params, opt_state)
             if policy.exports(step):
-                checkpointer.wait()
-                export(step)
+                run.export(step, params)
             if stopping:
                 print(f"SIGTERM: checkpoint of step {step} saved; exiting", file=sys.stderr)
                 return record
-        record = log(meter.take())
-        if last_saved != step:
-            save(step)
+        record = run.log(meter.take()) or record
+        if run.last_saved != step:
+            run.save(step, params, opt_state)
         if policy.exports_at_end(step):
-            export(step)
+            run.export(step, params)
     finally:
-        checkpointer.wait()
-        checkpointer.close()
-        train_iter.close()
-        writer.close()
+        run.close()
     return record
 
 
