@@ -159,7 +159,10 @@ def optimized_hlo(compiled: Any) -> str:
         return max(dumps, key=lambda p: p.stat().st_mtime).read_text()
 
 
-_HBM_NUMBERS = re.compile(r"([0-9.]+)([KMGT])?i?B?\s+of\s+([0-9.]+)([KMGT])?i?B?\s+hbm", re.IGNORECASE)
+# The compiler's own accounting in its out-of-memory messages: "Used 187.3G of 95.0G hbm" or "the
+# total memory required for HLO temporaries (39.55G) exceeds available HBM (31.25G)".
+_USED = re.compile(r"([0-9.]+)([KMGT])?i?B?\s+of\s+[0-9.]+[KMGT]?i?B?\s+hbm", re.IGNORECASE)
+_TEMPORARIES = re.compile(r"HLO temporaries \(([0-9.]+)([KMGT])?\)", re.IGNORECASE)
 _SCALE = {None: 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -170,25 +173,26 @@ def out_of_memory_advice(
     first = next((line for line in message.splitlines() if line.strip()), message)
     if not re.search(r"RESOURCE_EXHAUSTED|out of memory|HbmOom|exceed", message, re.IGNORECASE):
         return f"--aot {target.name}: the compiler failed: {first}"
-    needed = None
-    if match := _HBM_NUMBERS.search(message):
+    needed = estimate["total"]
+    if match := _USED.search(message):
         needed = float(match.group(1)) * _SCALE[match.group(2)]
+    elif match := _TEMPORARIES.search(message):  # the temporaries alone: at least that
+        needed = max(needed, float(match.group(1)) * _SCALE[match.group(2)])
     hbm = target.chip.hbm_bytes
-    needed = needed or estimate["total"]
     over = needed - hbm
     t = config.training
     activations = estimate["activations"]
     advice = [
-        f"--aot {target.name}: the step needs {needed / GiB:.1f} GiB per device of {hbm / GiB:.1f} GiB HBM"
+        f"--aot {target.name}: the step needs at least {needed / GiB:.1f} GiB per device of "
+        f"{hbm / GiB:.1f} GiB HBM",
+        f"(the compiler: {first.strip()[:300]})",
     ]
-    advice.append(f"(the compiler: {first.strip()[:300]})")
-    if activations > 0 and t.global_batch % (2 * t.accumulation_steps) == 0:
-        factor = 2
-        while (
-            activations / factor > activations - over
-            and t.global_batch % (2 * factor * t.accumulation_steps) == 0
-        ):
-            factor *= 2
+    # Smaller micro-batches shrink the activations by 1 - 1/factor; suggest it only where that suffices.
+    factor = 2
+    while activations * (1 - 1 / factor) < over and t.global_batch % (2 * factor * t.accumulation_steps) == 0:
+        factor *= 2
+    fits = activations * (1 - 1 / factor) >= over and t.global_batch % (factor * t.accumulation_steps) == 0
+    if activations > 0 and fits:
         advice.append(
             f"raise training.accumulation_steps from {t.accumulation_steps} to "
             f"{t.accumulation_steps * factor} "
@@ -201,7 +205,7 @@ def out_of_memory_advice(
         advice.append(
             f"set optimizer.mu_dtype=bfloat16: AdamW's first moment in bf16 saves {saved / GiB:.1f} GiB"
         )
-    advice.append("or use a larger slice (more devices split the parameters and optimizer state)")
+    advice.append("or use more chips, or mesh.tensor > 1 (both split the parameters and optimizer state)")
     return "; ".join(advice)
 
 
