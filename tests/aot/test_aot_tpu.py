@@ -112,3 +112,14 @@ def test_a_mesh_that_cannot_use_the_chips_names_its_axes(v5p_8):
     )
     with pytest.raises(InputError, match="must equal the 4 devices"):
         compile_for(config, ModelConfig.from_hf(TINY), v5p_8)
+
+
+def test_without_libtpu_the_error_names_the_extra(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "libtpu" else find_spec(name, *a)
+    )
+    with pytest.raises(InputError, match=r"needs libtpu, the TPU compiler: pip install -e '\.\[aot\]'"):
+        resolve_target("v5p-8")
