@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.trainer_runs import xla_flags
+
 REPO = Path(__file__).resolve().parents[1]
 GOOD_CRITIQUE = {
     "id": "a",
@@ -202,7 +204,14 @@ CASES: list[Case] = [
 def run(module: str, args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "CFT_JAX_DEBUG"}
     # One CPU device: the JAX commands must fail on their input, not spend time finding accelerators.
-    environ |= {"PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1", **env}
+    # One device: the bad input must be found before any mesh or compile (and the batch of 8 splits).
+    environ |= {
+        "PYTHONPATH": str(REPO),
+        "JAX_PLATFORMS": "cpu",
+        "HF_HUB_OFFLINE": "1",
+        "XLA_FLAGS": xla_flags(1),
+    }
+    environ |= env
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         capture_output=True,

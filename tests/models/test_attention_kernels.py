@@ -118,7 +118,7 @@ def test_auto_falls_back_to_the_reference_with_a_logged_reason(backend, q_k, rea
 
 
 def test_auto_falls_back_when_the_mesh_cannot_split_the_kv_heads(caplog):
-    mesh = make_mesh(data=1, fsdp=2, tensor=4, devices=jax.devices()).abstract_mesh
+    mesh = make_mesh(data=1, fsdp=2, tensor=4, devices=jax.devices()[:8]).abstract_mesh
     with caplog.at_level(logging.WARNING, logger="cft_jax.models.attention_kernels"):
         assert choose_attention("auto", *shapes(heads=8), "tpu", mesh) == "xla"
     assert "kv_heads=2" in caplog.text

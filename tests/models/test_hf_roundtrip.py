@@ -97,7 +97,7 @@ EXPECTED_SPECS = {
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
 def test_load_onto_mesh_places_each_parameter_in_its_rule_sharding(tmp_path, tiny_hf):
     source = tiny_hf("llama", tmp_path / "hf")
-    mesh = make_mesh(data=1, fsdp=4, tensor=2)
+    mesh = make_mesh(data=1, fsdp=4, tensor=2, devices=jax.devices()[:8])
     sharded, config = load_hf(source, mesh=mesh)
     single, _ = load_hf(source)
     arrays = param_leaves(nnx.state(sharded, nnx.Param))

@@ -29,7 +29,7 @@ def test_fsdp8_checkpoint_restores_onto_a_2x2x2_mesh(tiny_config, tmp_path):
     tx = make_optimizer(
         learning_rate_schedule(1e-3, 10), b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1.0
     )
-    saved_params, saved_opt_state, _ = placed(params, make_mesh(1, 8, 1), tx)
+    saved_params, saved_opt_state, _ = placed(params, make_mesh(1, 8, 1, devices=jax.devices()[:8]), tx)
     checkpointer = Checkpointer(tmp_path, keep=1, async_save=True)
     meta = {"note": "fsdp=8"}
     checkpointer.save(
@@ -37,7 +37,9 @@ def test_fsdp8_checkpoint_restores_onto_a_2x2x2_mesh(tiny_config, tmp_path):
     )
     checkpointer.wait()
 
-    target_params, target_opt_state, opt_shardings = placed(params, make_mesh(2, 2, 2), tx)
+    target_params, target_opt_state, opt_shardings = placed(
+        params, make_mesh(2, 2, 2, devices=jax.devices()[:8]), tx
+    )
     param_shardings = jax.tree.map(lambda x: x.sharding, target_params)
     restored, opt_state, data_state, restored_meta = Checkpointer(tmp_path, keep=1, async_save=True).restore(
         5,

@@ -89,7 +89,7 @@ def test_deepseek_recipe_tokenizes_chatml_as_llama_factory_did(tmp_path):
 
 
 def test_cpu_demo_dry_run_prints_the_plan(capsys):
-    main(["--config", str(CONFIGS / "cpu_demo.py"), "--dry_run"])
+    main(["--config", str(CONFIGS / "cpu_demo.py"), "--dry_run", "--dry_run_devices", "8"])
     out = capsys.readouterr().out
     assert "mesh: data=1" in out and "steps: 40" in out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import pytest
 
 from cft_jax.config import load_config
@@ -41,7 +42,7 @@ def test_each_step_is_dispatched_before_the_previous_steps_metrics_are_read(tmp_
         [
             f"--config.training.workdir={tmp_path / 'run'}",
             "--config.data.seq_len=64",
-            "--config.training.global_batch=8",
+            f"--config.training.global_batch={2 * jax.device_count()}",  # splits over any device count
             "--config.training.max_steps=6",
             "--config.checkpoint.every_steps=3",
             "--config.checkpoint.async_save=false",
