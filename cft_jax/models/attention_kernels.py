@@ -76,12 +76,11 @@ def splash_attention(
 ) -> jax.Array:
     """TPU splash attention on one device; the `xla_attention` contract (shapes in its docstring).
 
-    Grouped-query heads run as one multi-query kernel per kv head (the kernel's `is_mqa` mode, which
-    reads each k/v block once for the whole query group), vmapped over kv heads and batch.
+    Grouped-query heads run natively: the kernel takes k/v with fewer heads than q and maps each query
+    head to its kv head, so nothing is repeated in memory (MaxText calls it the same way). One kernel
+    covers all heads of a row; it is vmapped over the batch.
     """
     batch, seq, heads, head_dim = q.shape
-    kv_heads = k.shape[2]
-    group = heads // kv_heads
     block = _splash_block(seq)
     blocks = splash.BlockSizes(
         block_q=block,
@@ -93,21 +92,18 @@ def splash_attention(
         block_q_dq=block,
         block_kv_dq=block,
     )
-    mask = splash.MultiHeadMask([splash.CausalMask((seq, seq))] * group)
-    kernel = splash.make_splash_mqa(
+    mask = splash.MultiHeadMask([splash.CausalMask((seq, seq))] * heads)
+    kernel = splash.make_splash_mha(
         mask, block_sizes=blocks, head_shards=1, q_seq_shards=1, interpret=interpret
     )
     # The kernel has no softmax scale: fold 1/sqrt(head_dim) into q, as MaxText does.
     q = (q * head_dim**-0.5).astype(q.dtype)
-    q = q.reshape(batch, seq, kv_heads, group, head_dim).transpose(0, 2, 3, 1, 4)  # [b, K, G, s, d]
-    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [b, K, s, d]
+    q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))  # [b, heads, s, d]
 
     def one_row(q: jax.Array, k: jax.Array, v: jax.Array, ids: jax.Array) -> jax.Array:
-        per_kv_head = jax.vmap(lambda q, k, v: kernel(q, k, v, segment_ids=splash.SegmentIds(q=ids, kv=ids)))
-        return per_kv_head(q, k, v)
+        return kernel(q, k, v, segment_ids=splash.SegmentIds(q=ids, kv=ids))
 
-    out = jax.vmap(one_row)(q, k, v, segment_ids)  # [b, K, G, s, d]
-    return out.transpose(0, 3, 1, 2, 4).reshape(batch, seq, heads, head_dim)
+    return jax.vmap(one_row)(q, k, v, segment_ids).transpose(0, 2, 1, 3)
 
 
 def pallas_gpu_attention(
