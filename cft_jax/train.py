@@ -349,6 +349,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "(h100x8, h200x1, 2xh100x8); no weights, data or accelerator needed",
     )
     parser.add_argument("--aot_json", default="", help="with --aot: also write the report's numbers here")
+    parser.add_argument("--aot_hlo", default="", help="with --aot: also write the optimized HLO text here")
     parser.add_argument(
         "--aot_cost",
         action="store_true",
@@ -441,6 +442,8 @@ def aot(flags: argparse.Namespace, overrides: list[str], shape: dict[str, Any] |
         numbers["cost_estimate"] = cost_numbers(cost)
     if flags.aot_json:
         epath.Path(flags.aot_json).write_text(json.dumps(numbers, indent=2) + "\n")
+    if flags.aot_hlo:
+        epath.Path(flags.aot_hlo).write_text(report.hlo_text)
 
 
 if __name__ == "__main__":
