@@ -4,8 +4,9 @@ Both steps are compiled ahead of time on this CPU machine for the same model sha
 sequence length, rows per chip, micro-batches, remat policy and attention kernel (splash):
   - cft_jax through `python -m cft_jax.train --aot ... --aot_cost` (cft_jax.aot.cost);
   - MaxText 0.2.5 as installed (benchmarks/maxtext_env.sh makes .venv-maxtext) through its own
-    train_compile functions (benchmarks/maxtext_compile.py), at layer unroll 1 and 2 and micro-batch
-    unroll 1 and 2, windowed einsums off, and its whole step rebuilt with the same formula;
+    train_compile functions (benchmarks/maxtext_compile.py), as it runs and at the layer-scan and
+    gradient-accumulation-scan unrolls cft_jax.aot.cost takes (2, then each loop at 4), windowed
+    einsums off, and its whole step rebuilt by the same function (`cft_jax.aot.cost.rebuild`);
 then the same estimate is applied to both: the compiler's cost model for compute, the ring traffic of
 the optimized HLO's collectives (cft_jax.aot.hlo, trip counts applied) over the chip's ICI bandwidth,
 step = max(compute, interconnect), MFU = MaxText's own model-FLOP count / (step x peak). Every number
@@ -16,12 +17,13 @@ a side folder, HLO read from XLA's dump since jaxlib 0.10.2 cannot read that com
     bash benchmarks/maxtext_env.sh
     python benchmarks/aot_vs_maxtext.py --case 7b --case 1.5b [--same-libtpu] [--json out.json]
 
-Takes ~20 minutes on 2 busy cores for both cases.
+Takes ~40 minutes on 2 cores for both cases (--same-libtpu: ~15 more).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -34,7 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cft_jax.aot import hlo  # noqa: E402
+from cft_jax.aot.cost import COSTS, HIGH_UNROLL, low_unroll, rebuild  # noqa: E402
 from cft_jax.aot.targets import CHIPS, resolve_target  # noqa: E402
+from cft_jax.models.loops import Unroll  # noqa: E402
+from cft_jax.models.shapes import SHAPES  # noqa: E402
 
 GiB = 2**30
 # name -> (our shape, MaxText model, topology, seq, rows per chip per micro-batch, micro-batches)
@@ -80,31 +85,36 @@ def ours(case: str, out: Path, libtpu_path: Path | None = None) -> dict:
     return json.loads(out.read_text())
 
 
+def maxtext_trips(case: str) -> Unroll:
+    shape, *_, micro = CASES[case]
+    layers = SHAPES[shape]["num_hidden_layers"]
+    return Unroll(layers=layers, vocab_chunks=1, micro_batches=micro)  # its loss has no chunk loop
+
+
 def maxtext(case: str, out: Path) -> dict:
+    """MaxText's step compiled at the unrolls `cft_jax.aot.cost.rebuild` takes (cft_jax's loops'
+    names; MaxText's layer scan and gradient-accumulation scan)."""
     _, model, topology, seq, rows, micro = CASES[case]
-    variants = {"base": [], "layer2": ["--layer-unroll", "2"]}
-    if micro > 1:
-        variants["micro2"] = ["--grad-accum-unroll", "2"]
+    trips = maxtext_trips(case)
+    low = low_unroll(trips)
+    variants = {"base": Unroll(), "low": low}
+    variants |= {
+        f"high_{loop}": dataclasses.replace(low, **{loop: HIGH_UNROLL})
+        for loop in ("layers", "micro_batches")
+        if getattr(trips, loop) > 1
+    }
     knobs = [
         "--model", model, "--topology", topology, "--seq", str(seq), "--per-device-batch", str(rows),
         "--grad-accum", str(micro), "--remat", "full", "--attention", "flash", "--no-windowed-einsum",
     ]  # fmt: skip
     results = {}
-    for name, extra in variants.items():
+    for name, unroll in variants.items():
         directory = out / name
+        loops = ["--layer-unroll", str(unroll.layers), "--grad-accum-unroll", str(unroll.micro_batches)]
         if not (REUSE and (directory / "cost.json").exists()):
-            hlo = [] if name == "base" else ["--no-hlo"]
-            run(
-                [
-                    str(MAXTEXT_PYTHON),
-                    "benchmarks/maxtext_compile.py",
-                    *knobs,
-                    "--out",
-                    str(directory),
-                    *extra,
-                    *hlo,
-                ]
-            )
+            hlo_text = [] if name == "base" else ["--no-hlo"]
+            script = [str(MAXTEXT_PYTHON), "benchmarks/maxtext_compile.py"]
+            run([*script, *knobs, *loops, "--out", str(directory), *hlo_text])
         files = ("memory", "cost", "config")
         results[name] = {f: json.loads((directory / f"{f}.json").read_text()) for f in files}
         if name == "base":
@@ -113,23 +123,18 @@ def maxtext(case: str, out: Path) -> dict:
 
 
 def maxtext_estimate(case: str, results: dict) -> dict:
-    """MaxText's whole step rebuilt as cft_jax.aot.cost rebuilds ours (its loss has no chunk loop)."""
+    """MaxText's whole step rebuilt by the function that rebuilds ours (`cft_jax.aot.cost.rebuild`)."""
     _, _, topology, seq, rows, micro = CASES[case]
     target = resolve_target(topology)
-    layers = {"7b": 28, "1.5b": 28}[case]
-    keys = ("flops", "bytes accessed", "optimal_seconds")
-    c0 = {k: results["base"]["cost"][k] for k in keys}
-    layer = {k: results["layer2"]["cost"][k] - c0[k] for k in keys}
-    whole = {k: c0[k] + (layers - 1) * layer[k] for k in keys}
-    if micro > 1:
-        body = {k: results["micro2"]["cost"][k] - c0[k] for k in keys}
-        whole = {k: whole[k] + (micro - 1) * (body[k] + (layers - 1) * layer[k]) for k in keys}
-    traffic = sum(
-        c.traffic_bytes * c.per_step for c in hlo.collectives(results["base"]["hlo"], target.num_devices)
-    )
-    collective_bytes = sum(
-        c.bytes * c.per_step for c in hlo.collectives(results["base"]["hlo"], target.num_devices)
-    )
+
+    def costs(name: str) -> dict[str, float]:
+        return {k: results[name]["cost"][k] for k in COSTS}
+
+    high = {name.removeprefix("high_"): costs(name) for name in results if name.startswith("high_")}
+    whole = rebuild(costs("base"), costs("low"), high, maxtext_trips(case))["whole"]
+    found = hlo.collectives(results["base"]["hlo"], target.num_devices)
+    traffic = sum(c.traffic_bytes * c.per_step for c in found)
+    collective_bytes = sum(c.bytes * c.per_step for c in found)
     interconnect = traffic / target.chip.interconnect_bytes_per_s
     step = max(whole["optimal_seconds"], interconnect)
     model_flops = results["base"]["config"]["maxtext_tflops_per_chip_step"]["total"] * 1e12

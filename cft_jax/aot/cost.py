@@ -1,16 +1,25 @@
 """The whole step's cost from the TPU compiler's cost model, and the step time and MFU it implies.
 
 The cost model (`compiled.cost_analysis()`) counts a while loop's body once, whatever its trip
-count, so the step is compiled four times: as it is, and with one loop at a time unrolled by 2
-(`cft_jax.models.loops`): the decoder layers, the loss's vocabulary chunks, the micro-batches. Each
-difference is one more iteration of that loop, and the whole step is rebuilt as
+count, so one loop body's cost is taken as a difference of compiles that contain different numbers
+of copies of it (`cft_jax.models.loops`: the decoder layers, the loss's vocabulary chunks, the
+micro-batches). The difference is taken between unroll 2 and unroll 4, never between 1 and 2: an
+unrolled scan reshapes its stacked inputs to [trips, unroll, ...], and the program around the loop
+changes with it (the optimizer's fusions over the reshaped gradients and the zeroed accumulators:
++3.2 ms of the compiler's per-instruction cycle estimates for Qwen2.5-1.5B on v5p-8, the same at
+unroll 2 and 4); a 1-to-2 difference charges that once-per-step change to every layer, 27 times.
+So the step is compiled as it is (`base`), with every loop at unroll 2 (`low`; a loop of 2 or 3
+trips stays rolled there and is compared with its full unroll), and with one loop at a time at
+unroll 4; with L layers, C vocabulary chunks (full ones: the remainder chunk is outside the loop)
+and A micro-batches,
 
-    whole = base + (L - 1) * layer + (C - 1) * chunk + (A - 1) * (micro + (L - 1) * layer + (C - 1) * chunk)
+    layer = (layers at 4 - low) / (extra layer copies),  chunk likewise,
+    micro = (micro-batches at 4 - low) / (extra micro copies) - copies of the inner bodies in one,
+    whole = base + (A - 1) * micro + (A * L - 1) * layer + (A * C - 1) * chunk
 
-for L layers, C full vocabulary chunks and A micro-batches (`micro` is one micro-batch's body as the
-base counts it: each inner loop once). XLA's windowed-einsum loops hide cost the same way, so these
-compiles turn them off (memory is unchanged). Flops, bytes accessed and the model's own time
-(`optimal_seconds`) are rebuilt alike.
+(`micro` is what one micro-batch adds besides its layers and chunks: embedding, loss tail). XLA's
+windowed-einsum loops hide cost the same way, so these compiles turn them off (memory is
+unchanged). Flops, bytes accessed and the model's own time (`optimal_seconds`) are rebuilt alike.
 
 The cost model prices a collective as memory traffic only. The estimate adds the interconnect: the
 ring traffic of the collectives (`cft_jax.aot.hlo`) over the chip's ICI bandwidth, assuming, as XLA's
@@ -46,7 +55,7 @@ class StepCost:
     whole: dict[str, float]  # flops, bytes accessed, optimal_seconds of the whole step
     per_layer: dict[str, float]  # one decoder layer, forward + backward (+ remat), one micro-batch
     per_chunk: dict[str, float]  # one vocabulary chunk of the loss, forward + backward
-    outside: dict[str, float]  # the optimizer update and everything outside the micro-batch loop
+    outside: dict[str, float]  # everything but the loop bodies: the optimizer update, embedding, ...
     model_flops: float  # 6N + attention per token (MaxText's count), per device per step
     interconnect_s: float  # ring traffic of the collectives / ICI bandwidth
     compute_s: float
@@ -62,33 +71,76 @@ def _costs(report: AotReport) -> dict[str, float]:
     return {k: report.cost.get(k, 0.0) for k in COSTS}
 
 
-def _minus(a: dict[str, float], b: dict[str, float], divide: float = 1.0) -> dict[str, float]:
-    return {k: (a[k] - b[k]) / divide for k in COSTS}
+# The two unroll factors whose difference is a loop body's cost (module docstring). A loop of 2 or 3
+# trips holds all its copies at either, so it is compared rolled (1 copy) against fully unrolled.
+LOW_UNROLL, HIGH_UNROLL = 2, 4
+
+
+def copies(unroll: int, trips: int) -> int:
+    """How many copies of a scan's body a compile at `unroll` holds: `unroll` in the loop plus the
+    remainder inlined after it (jax.lax.scan), or all of them once the unroll covers the trips."""
+    return trips if unroll >= trips else unroll + trips % unroll
+
+
+def low_unroll(trips: Unroll) -> Unroll:
+    """The unroll of the `low` compile: `LOW_UNROLL` for each loop of 4 or more trips, else 1."""
+    return Unroll(*(LOW_UNROLL if n > HIGH_UNROLL - 1 else 1 for n in dataclasses.astuple(trips)))
+
+
+def rebuild(
+    base: dict[str, float], low: dict[str, float], high: dict[str, dict[str, float]], trips: Unroll
+) -> dict[str, dict[str, float]]:
+    """The whole step and its parts from the costs of compiles (module docstring).
+
+    base: the step as it runs; low: compiled at `low_unroll(trips)`; high[loop]: `low` with that loop
+    (a field of `Unroll`) at `HIGH_UNROLL`, for each loop of more than one trip; trips: each loop's
+    trip count, as an `Unroll`.
+    """
+    zero = dict.fromkeys(COSTS, 0.0)
+    unroll = low_unroll(trips)
+
+    def low_copies(loop: str) -> int:
+        return copies(getattr(unroll, loop), getattr(trips, loop))
+
+    def body(loop: str, per_copy_of: int) -> dict[str, float]:
+        n = getattr(trips, loop)
+        if n <= 1:
+            return zero
+        added = (copies(HIGH_UNROLL, n) - low_copies(loop)) * per_copy_of
+        return {k: (high[loop][k] - low[k]) / added for k in COSTS}
+
+    layer = body("layers", low_copies("micro_batches"))
+    chunk = body("vocab_chunks", low_copies("micro_batches"))
+    inner = {k: low_copies("layers") * layer[k] + low_copies("vocab_chunks") * chunk[k] for k in COSTS}
+    micro = {k: v - inner[k] for k, v in body("micro_batches", 1).items()}
+    if trips.micro_batches <= 1:
+        micro = zero
+    a, n_layers, n_chunks = trips.micro_batches, trips.layers, trips.vocab_chunks
+    whole = {
+        k: base[k] + (a - 1) * micro[k] + (a * n_layers - 1) * layer[k] + (a * n_chunks - 1) * chunk[k]
+        for k in COSTS
+    }
+    outside = {k: base[k] - layer[k] - chunk[k] - micro[k] for k in COSTS}
+    return {"whole": whole, "layer": layer, "chunk": chunk, "micro": micro, "outside": outside}
 
 
 def whole_step_cost(config: TrainConfig, model_config: ModelConfig, target: Target) -> StepCost:
-    """Compiles the step four times for `target` and rebuilds its whole cost (module docstring)."""
-    layers = model_config.num_layers
+    """Compiles the step 3-5 times for `target` and rebuilds its whole cost (module docstring)."""
     chunks, _ = vocab_chunks(model_config.vocab_size, config.training.vocab_chunk)
-    micro = config.training.accumulation_steps
+    trips = Unroll(model_config.num_layers, chunks, config.training.accumulation_steps)
 
     def compiled(unroll: Unroll) -> AotReport:
         return compile_for(config, model_config, target, unroll=unroll, compiler_options=NO_WINDOWED_EINSUM)
 
     base = compiled(Unroll())
-    c0 = _costs(base)
-    # An unroll by 2 of an odd trip count adds a remainder copy of the body beside the loop.
-    layer = _minus(_costs(compiled(Unroll(layers=2))), c0, 1 + layers % 2) if layers > 1 else c0
-    chunk = _minus(_costs(compiled(Unroll(vocab_chunks=2))), c0, 1 + chunks % 2) if chunks > 1 else None
-    chunk = chunk or dict.fromkeys(COSTS, 0.0)
-    step = {k: c0[k] + (layers - 1) * layer[k] + (chunks - 1) * chunk[k] for k in COSTS}
-    if micro > 1:
-        body = _minus(_costs(compiled(Unroll(micro_batches=2))), c0, 1 + micro % 2)
-        one_micro = {k: body[k] + (layers - 1) * layer[k] + (chunks - 1) * chunk[k] for k in COSTS}
-        step = {k: step[k] + (micro - 1) * one_micro[k] for k in COSTS}
-        outside = {k: c0[k] - body[k] for k in COSTS}
-    else:
-        outside = dict.fromkeys(COSTS, 0.0)
+    low = low_unroll(trips)
+    high = {
+        loop: _costs(compiled(dataclasses.replace(low, **{loop: HIGH_UNROLL})))
+        for loop, n in dataclasses.asdict(trips).items()
+        if n > 1
+    }
+    parts = rebuild(_costs(base), _costs(base if low == Unroll() else compiled(low)), high, trips)
+    step = parts["whole"]
     traffic = sum(totals["traffic_bytes"] for totals in base.collectives.values())
     interconnect_s = traffic / target.chip.interconnect_bytes_per_s
     compute_s = step["optimal_seconds"]
@@ -97,9 +149,9 @@ def whole_step_cost(config: TrainConfig, model_config: ModelConfig, target: Targ
     model_flops = model_config.flops_per_token(config.data.seq_len) * tokens
     return StepCost(
         whole=step,
-        per_layer=layer,
-        per_chunk=chunk,
-        outside=outside,
+        per_layer=parts["layer"],
+        per_chunk=parts["chunk"],
+        outside=parts["outside"],
         model_flops=model_flops,
         interconnect_s=interconnect_s,
         compute_s=compute_s,
@@ -117,7 +169,7 @@ def format_cost(cost: StepCost) -> str:
     return "\n".join(
         [
             "whole-step estimate from the compiler's cost model (an ESTIMATE, not a measurement; "
-            "loops rebuilt from unroll-2 compiles, windowed einsums off):",
+            "loops rebuilt from unroll-2 and unroll-4 compiles, windowed einsums off):",
             f"  compute {cost.compute_s:.3f} s, interconnect {cost.interconnect_s:.3f} s "
             f"(ring traffic at {chip.interconnect_bytes_per_s / 1e9:.0f} GB/s, {chip.source}): "
             f"step {cost.step_s:.3f} s assuming they overlap",
@@ -128,7 +180,8 @@ def format_cost(cost: StepCost) -> str:
             f"{cost.tokens_per_s_per_device:.0f} tokens/s per device",
             f"  per layer (fwd + bwd, one micro-batch) {cost.per_layer['optimal_seconds'] * 1e3:.2f} ms, "
             f"per loss chunk {cost.per_chunk['optimal_seconds'] * 1e3:.2f} ms, "
-            f"outside the micro-batches (optimizer) {cost.outside['optimal_seconds'] * 1e3:.2f} ms",
+            f"outside the loop bodies (optimizer, embedding, loss tail) "
+            f"{cost.outside['optimal_seconds'] * 1e3:.2f} ms",
         ]
     )
 
