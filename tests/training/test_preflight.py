@@ -144,30 +144,13 @@ def test_train_fails_at_preflight_before_the_model_is_built(monkeypatch):
 
 
 def test_dry_run_checks_the_model_and_tokenizer_but_not_the_data(tmp_path, capsys):
-    config = str(CONFIGS / "cpu_demo.py")
-    main(
-        [
-            "--config",
-            config,
-            "--dry_run",
-            "--dry_run_devices",
-            "8",
-            "--config.training.max_steps=0",
-            f"--config.data.train_paths=('{tmp_path / 'elsewhere.jsonl'}',)",
-        ]
-    )
+    def dry_run(*overrides: str) -> None:
+        main(["--config", str(CONFIGS / "cpu_demo.py"), "--dry_run", "--dry_run_devices", "8", *overrides])
+
+    dry_run("--config.training.max_steps=0", f"--config.data.train_paths=('{tmp_path / 'elsewhere.jsonl'}',)")
     assert "(data not found here)" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="vocab_size=1000 rows"):
-        main(
-            [
-                "--config",
-                config,
-                "--dry_run",
-                "--dry_run_devices",
-                "8",
-                "--config.model.init_config.vocab_size=1000",
-            ]
-        )
+        dry_run("--config.model.init_config.vocab_size=1000")
 
 
 def test_a_gs_hf_path_is_checked_in_the_bucket(bucket):
