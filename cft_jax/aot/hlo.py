@@ -1,4 +1,5 @@
-"""The collectives of a compiled step, read from its optimized HLO text, counted per step.
+"""The collectives of a compiled step, and libtpu's per-instruction cycle estimates, read from its
+optimized HLO text and counted per step.
 
 `collectives(hlo_text)` lists every all-gather, reduce-scatter, all-reduce, all-to-all and
 collective-permute with its per-device size, its group size and how many times one step runs it:
@@ -9,7 +10,11 @@ one, else the `i < N` bound of its condition (JAX's scans count from 0 by 1).
 TPU's compiler writes a reduce-scatter as a fusion around an all-reduce and a dynamic-slice (an
 `all-reduce-scatter` computation); those count as reduce-scatters of the full input. Sizes are the
 per-device shapes the SPMD partitioner produced, and `traffic_bytes` is what one device sends in a
-ring: (n-1)/n of the gathered or scattered size, twice that for an all-reduce. Standard-library only.
+ring: (n-1)/n of the gathered or scattered size, twice that for an all-reduce.
+
+`instruction_cycles(hlo_text)` lists the instructions TPU's compiler annotated with its own cycle
+estimate (its scheduler's cost model, finer than `cost_analysis()`), with the same per-step counts:
+a whole-step view of the program as it runs, no unrolled recompiles needed. Standard-library only.
 """
 
 from __future__ import annotations
@@ -139,8 +144,9 @@ def _trip_count(instruction: str, computations: dict[str, _Computation]) -> int:
     return 1
 
 
-def collectives(hlo_text: str, num_partitions: int = 1) -> list[Collective]:
-    """Every collective of the optimized HLO module(s) in `hlo_text`, with how often a step runs it."""
+def times_per_step(hlo_text: str) -> tuple[dict[str, int], dict[str, _Computation]]:
+    """(computation -> how many times one step runs it, the computations) for the module in
+    `hlo_text`: the entry once, a while body by its trip count times its caller's count."""
     computations, entry = _computations(hlo_text)
     edges: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for computation in computations.values():
@@ -160,6 +166,12 @@ def collectives(hlo_text: str, num_partitions: int = 1) -> list[Collective]:
             visit(callee, times * factor, depth + 1)
 
     visit(entry, 1)
+    return per_step, computations
+
+
+def collectives(hlo_text: str, num_partitions: int = 1) -> list[Collective]:
+    """Every collective of the optimized HLO module(s) in `hlo_text`, with how often a step runs it."""
+    per_step, computations = times_per_step(hlo_text)
     found = []
     for name, times in per_step.items():
         for line in computations[name].lines:
@@ -196,3 +208,41 @@ def per_step_totals(found: list[Collective]) -> dict[str, dict[str, float]]:
         totals[c.kind]["bytes"] += c.bytes * c.per_step
         totals[c.kind]["traffic_bytes"] += c.traffic_bytes * c.per_step
     return totals
+
+
+@dataclasses.dataclass(frozen=True)
+class Cycles:
+    """libtpu's estimate for one scheduled instruction (`"estimated_cycles"` in its backend config)."""
+
+    computation: str
+    name: str
+    opcode: str
+    cycles: int  # for one execution
+    per_step: int  # times one step runs it
+    op_name: str  # the JAX source op, from the metadata
+
+
+def instruction_cycles(hlo_text: str) -> list[Cycles]:
+    """Every instruction of the TPU module that carries libtpu's per-instruction cycle estimate (XLA's
+    own fusions and copies; collectives, async copies and Pallas kernels carry none), with how often a
+    step runs it. Empty for HLO without the estimates (GPU, or a dump taken before they are added)."""
+    per_step, computations = times_per_step(hlo_text)
+    found = []
+    for name, times in per_step.items():
+        for line in computations[name].lines:
+            cycles = re.search(r'"estimated_cycles":"(\d+)"', line)
+            if not cycles or not (match := _INSTRUCTION.match(line)):
+                continue
+            _, tail = _split_type(match.group(2))
+            op_name = re.search(r'op_name="([^"]*)"', tail)
+            found.append(
+                Cycles(
+                    name,
+                    match.group(1),
+                    tail.partition("(")[0],
+                    int(cycles.group(1)),
+                    times,
+                    op_name.group(1) if op_name else "",
+                )
+            )
+    return found

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from cft_jax.aot.compile import allow_shared_libtpu, compile_for, format_report
+from cft_jax.aot.hlo import instruction_cycles
 from cft_jax.aot.targets import resolve_target
 from cft_jax.config import build_config
 from cft_jax.errors import InputError
@@ -71,6 +72,10 @@ def test_the_sharded_step_compiles_for_a_tpu_slice_and_reports_its_memory(impl, 
     assert weight_all_gathers(report.hlo_text, model, tensor=mesh[2])
     if mesh[2] == 1:
         assert activation_all_reduces(report.hlo_text) == []
+    # libtpu's per-instruction cycle estimates: the layer loops' fusions run once per layer per step.
+    cycles = instruction_cycles(report.hlo_text)
+    assert cycles and all(c.cycles > 0 for c in cycles)
+    assert {c.per_step for c in cycles if c.opcode == "fusion"} >= {1, TINY["num_hidden_layers"]}
 
 
 @pytest.mark.slow
