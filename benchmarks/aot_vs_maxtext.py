@@ -15,7 +15,8 @@ cft_jax runs with its pinned libtpu 0.0.42.1 and, with --same-libtpu, also with 
 a side folder, HLO read from XLA's dump since jaxlib 0.10.2 cannot read that compiler's HLO back).
 
     bash benchmarks/maxtext_env.sh
-    python benchmarks/aot_vs_maxtext.py --case 7b --case 1.5b [--same-libtpu] [--json out.json]
+    python benchmarks/aot_vs_maxtext.py --case 7b --case 1.5b [--json out.json]
+        [--remat save_dots_no_batch] (both sides; MaxText's "minimal")  [--same-libtpu]
 
 Takes ~40 minutes on 2 cores for both cases (--same-libtpu: ~15 more).
 """
@@ -51,6 +52,9 @@ MAXTEXT_PYTHON = REPO / ".venv-maxtext" / "bin" / "python"
 LIBTPU_052 = Path(tempfile.gettempdir()) / "cft_jax_libtpu_0.0.52"
 
 
+# Our remat policy -> MaxText's of the same meaning ("minimal" saves every projection's output).
+REMAT = {"full": "full", "save_dots_no_batch": "minimal"}
+POLICY = "full"  # --remat
 REUSE = False  # --reuse: a compile whose output is already in --work is not run again
 
 
@@ -72,7 +76,7 @@ def ours(case: str, out: Path, libtpu_path: Path | None = None) -> dict:
     command = [
         sys.executable, "-m", "cft_jax.train", "--config", "configs/qwen7b_v5p.py", "--shape", shape,
         "--aot", topology, "--aot_cost", "--aot_json", str(out),
-        "--config.model.attention_impl=auto", "--config.model.remat=full",
+        "--config.model.attention_impl=auto", f"--config.model.remat={POLICY}",
         f"--config.data.seq_len={seq}", f"--config.training.global_batch={rows * chips * micro}",
         f"--config.training.accumulation_steps={micro}",
     ]  # fmt: skip
@@ -105,7 +109,7 @@ def maxtext(case: str, out: Path) -> dict:
     }
     knobs = [
         "--model", model, "--topology", topology, "--seq", str(seq), "--per-device-batch", str(rows),
-        "--grad-accum", str(micro), "--remat", "full", "--attention", "flash", "--no-windowed-einsum",
+        "--grad-accum", str(micro), "--remat", REMAT[POLICY], "--attention", "flash", "--no-windowed-einsum",
     ]  # fmt: skip
     results = {}
     for name, unroll in variants.items():
@@ -184,12 +188,13 @@ def main() -> None:
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "aot_vs_maxtext"))
     parser.add_argument("--json", default="", help="also write the table's numbers here")
     parser.add_argument("--reuse", action="store_true", help="keep the compiles already in --work")
+    parser.add_argument("--remat", default="full", choices=sorted(REMAT), help="both sides' remat policy")
     args = parser.parse_args()
-    global REUSE
-    REUSE = args.reuse
+    global REUSE, POLICY
+    REUSE, POLICY = args.reuse, args.remat
     if not MAXTEXT_PYTHON.exists():
         sys.exit("no .venv-maxtext: run `bash benchmarks/maxtext_env.sh` first")
-    work = Path(args.work)
+    work = Path(args.work) / ("" if POLICY == "full" else POLICY)
     work.mkdir(parents=True, exist_ok=True)
     print("command: python benchmarks/aot_vs_maxtext.py " + shlex.join(sys.argv[1:]))
     table = {}

@@ -22,9 +22,9 @@ straight-line layers) but no config key for the unroll factor of the layer scan 
 accumulation scan. --layer-unroll passes `unroll=` to the decoder's layer-scan helper (a parameter
 that helper already takes, defaulting to 1); --grad-accum-unroll sets `unroll=` on the one
 jax.lax.scan in maxtext.utils.gradient_accumulation. They exist because cost_analysis() counts a
-while loop's body once: compiling at unroll 1 and 2 and taking the difference recovers one iteration.
-With C(l, g) the flops at layer unroll l and micro-batch unroll g, L layers and G micro-batches, the
-whole step is C11 + (G - 1) * (C12 - C11) + G * (L - 1) * (C21 - C11). On multi-chip FSDP meshes XLA
+while loop's body once: the difference of compiles at unroll 2 and 4 is two iterations
+(benchmarks/aot_vs_maxtext.py rebuilds the step with cft_jax.aot.cost.rebuild, which says why not
+1 and 2). On multi-chip FSDP meshes XLA
 also puts windowed-einsum loops around sharded matmuls; --no-windowed-einsum turns them off so those
 matmuls are counted too (memory is unchanged). --no-scan-layers needs no layer difference but
 compiles several times slower and plans more memory.

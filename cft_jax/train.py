@@ -354,7 +354,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--aot_cost",
         action="store_true",
         help="with --aot on TPU: also rebuild the whole step's cost from the compiler's cost model "
-        "(four compiles) and print the estimated step time and MFU",
+        "(3-5 compiles) and print the estimated step time and MFU",
     )
     parser.add_argument(
         "--shape",
