@@ -22,18 +22,20 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cft_jax.config import config_module  # noqa: E402
+
 GiB = 2**30
 
-# recipe config -> (the base model's architecture, the topology its docstring plans for)
+# Every config with a TOPOLOGY (the recipes, the GPU bench shapes) -> (its BASE_SHAPE, that topology);
+# a config without BASE_SHAPE carries its architecture in init_config.
 RECIPES = {
-    "configs/qwen7b_v5p.py": ("qwen2.5-math-7b", "v5p-32"),
-    "configs/deepseek_math_7b.py": ("deepseek-math-7b", "v5p-32"),
-    "configs/oneshot_qwen_math_7b.py": ("qwen2.5-math-7b", "v5p-32"),
-    "configs/oneshot_qwen_math_1p5b.py": ("qwen2.5-math-1.5b", "v5p-8"),
-    "configs/llama32_3b_instruct.py": ("llama-3.2-3b", "v5p-16"),
-    "configs/bench_qwen15b_gpu.py": (None, "h100x1"),
-    "configs/bench_qwen7b_h200.py": (None, "h200x1"),
+    f"configs/{path.name}": (getattr(module, "BASE_SHAPE", None), module.TOPOLOGY)
+    for path in sorted((REPO / "configs").glob("*.py"))
+    if hasattr(module := config_module(path), "TOPOLOGY")
 }
+
 SIZES = ("qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b", "qwen2.5-14b")
 TPU_TARGETS = ("v5p-8", "v5p-16", "v5p-64", "v5p-128", "v6e-8", "v6e-16", "v6e-64")
 ROWS_PER_DEVICE = 4  # per micro-batch: the CFT recipe's 512 x 2048 tokens, accumulated

@@ -7,6 +7,8 @@ vocabulary 151936, tied embeddings, rope_theta 1e6). For one GPU:
 
 from cft_jax.models.shapes import SHAPES
 
+TOPOLOGY = "h100x1"  # the target it is planned for (`--aot`)
+
 
 def get_config() -> dict:
     return {

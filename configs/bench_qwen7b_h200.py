@@ -11,6 +11,8 @@ JAX must be allowed more than its default 75% of the GPU: run with XLA_PYTHON_CL
 
 from cft_jax.models.shapes import SHAPES
 
+TOPOLOGY = "h200x1"  # the target it is planned for (`--aot`)
+
 
 def get_config() -> dict:
     return {

@@ -22,6 +22,10 @@ from cft_jax.config import config_module
 _base = config_module(Path(__file__).with_name("qwen7b_v5p.py"))
 
 
+BASE_SHAPE = "deepseek-math-7b"  # the base model's public architecture (cft_jax.models.shapes)
+TOPOLOGY = "v5p-32"  # the target it is planned for (`--aot`)
+
+
 def get_config() -> dict:
     config = _base.get_config()
     config["model"]["hf_path"] = "checkpoints/deepseek-math-7b-base"

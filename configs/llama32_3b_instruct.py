@@ -6,7 +6,7 @@ beta2 0.95, weight decay 0.05, 4096 tokens with over-length dropped, 50 epochs, 
 10 updates), but "Llama-3.2-3B-Instruct uses its own template": the tokenizer's chat template.
 Reported: average of 6 math benchmarks 17.5 -> 21.7.
 Planned for a v5p-16 (8 chips, 16 x 4096 tokens per chip per micro-batch): `--shape llama-3.2-3b
---aot v5p-16` compiles it to 38.32 GiB per chip (docs/performance.md).
+--aot v5p-16` compiles it to 38.51 GiB per chip (docs/performance.md).
 """
 
 from pathlib import Path
@@ -14,6 +14,10 @@ from pathlib import Path
 from cft_jax.config import config_module
 
 _base = config_module(Path(__file__).with_name("oneshot_qwen_math_7b.py"))
+
+
+BASE_SHAPE = "llama-3.2-3b"  # the base model's public architecture (cft_jax.models.shapes)
+TOPOLOGY = "v5p-16"  # the target it is planned for (`--aot`)
 
 
 def get_config() -> dict:

@@ -15,6 +15,9 @@ Planned for a v5p-32 (16 chips, 4 x 4096 tokens per chip per micro-batch, 8 micr
 `--shape qwen2.5-math-7b --aot v5p-32` compiles it to 21.00 GiB per chip (docs/performance.md).
 """
 
+BASE_SHAPE = "qwen2.5-math-7b"  # the base model's public architecture (cft_jax.models.shapes)
+TOPOLOGY = "v5p-32"  # the target it is planned for (`--aot`)
+
 
 def get_config() -> dict:
     return {

@@ -15,6 +15,9 @@ Mesh: a v5p-32 slice (16 chips, 95 GiB each), FSDP over all chips, 4 micro-batch
 Put the HF checkpoint and the data where the paths below say, or override them.
 """
 
+BASE_SHAPE = "qwen2.5-math-7b"  # the base model's public architecture (cft_jax.models.shapes)
+TOPOLOGY = "v5p-32"  # the target it is planned for (`--aot`)
+
 
 def get_config() -> dict:
     return {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cft_jax.config import ConfigError, build_config, load_config
+from cft_jax.config import ConfigError, build_config, config_module, load_config
 from cft_jax.data.pipeline import load_examples, training_tokenizer
 from cft_jax.models.shapes import SHAPES
 from cft_jax.train import dry_run_report, main
@@ -15,18 +15,17 @@ from tests.training.conftest import TINY
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
-# Each recipe's base model, as its public config.json (cft_jax/models/shapes.py: only what the
-# decoder reads, plus the keys every HF config carries).
-BASE_MODELS = {
-    "qwen7b_v5p": ("qwen2.5-math-7b", "Qwen2ForCausalLM"),
-    "oneshot_qwen_math_7b": ("qwen2.5-math-7b", "Qwen2ForCausalLM"),
-    "oneshot_qwen_math_1p5b": ("qwen2.5-math-1.5b", "Qwen2ForCausalLM"),
-    "deepseek_math_7b": ("deepseek-math-7b", "LlamaForCausalLM"),
-    "llama32_3b_instruct": ("llama-3.2-3b", "LlamaForCausalLM"),
+# Each recipe's base model (its BASE_SHAPE), as its public config.json (cft_jax/models/shapes.py: only
+# what the decoder reads, plus the keys every HF config carries).
+HF_CLASSES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
+BASE_SHAPES = {
+    path.stem: module.BASE_SHAPE
+    for path in sorted(CONFIGS.glob("*.py"))
+    if hasattr(module := config_module(path), "BASE_SHAPE")
 }
 ARCHITECTURES = {
-    name: {**SHAPES[shape], "architectures": [architecture], "hidden_act": "silu"}
-    for name, (shape, architecture) in BASE_MODELS.items()
+    name: {**SHAPES[shape], "architectures": [HF_CLASSES[SHAPES[shape]["model_type"]]], "hidden_act": "silu"}
+    for name, shape in BASE_SHAPES.items()
 }
 
 
