@@ -203,8 +203,8 @@ CASES: list[Case] = [
 
 def run(module: str, args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "CFT_JAX_DEBUG"}
-    # One CPU device: the JAX commands must fail on their input, not spend time finding accelerators.
-    # One device: the bad input must be found before any mesh or compile (and the batch of 8 splits).
+    # One CPU device: the JAX commands must fail on their input, before any mesh, compile or search for
+    # accelerators.
     environ |= {
         "PYTHONPATH": str(REPO),
         "JAX_PLATFORMS": "cpu",

@@ -112,9 +112,9 @@ def rebuild(
     layer = body("layers", low_copies("micro_batches"))
     chunk = body("vocab_chunks", low_copies("micro_batches"))
     inner = {k: low_copies("layers") * layer[k] + low_copies("vocab_chunks") * chunk[k] for k in COSTS}
-    micro = {k: v - inner[k] for k, v in body("micro_batches", 1).items()}
-    if trips.micro_batches <= 1:
-        micro = zero
+    micro = (
+        {k: v - inner[k] for k, v in body("micro_batches", 1).items()} if trips.micro_batches > 1 else zero
+    )
     a, n_layers, n_chunks = trips.micro_batches, trips.layers, trips.vocab_chunks
     whole = {
         k: base[k] + (a - 1) * micro[k] + (a * n_layers - 1) * layer[k] + (a * n_chunks - 1) * chunk[k]

@@ -80,7 +80,7 @@ def splash_attention(
     head to its kv head, so nothing is repeated in memory (MaxText calls it the same way). One kernel
     covers all heads of a row; it is vmapped over the batch.
     """
-    batch, seq, heads, head_dim = q.shape
+    _, seq, heads, head_dim = q.shape
     block = _splash_block(seq)
     blocks = splash.BlockSizes(
         block_q=block,
