@@ -54,13 +54,13 @@ class DataConfig:
     # or the output of `python -m cft_jax.data prepare` (then format/template/tokenizer come from it).
     train_paths: tuple[str, ...] = ()
     eval_paths: tuple[str, ...] = ()
-    format: Literal["auto", "cft", "solution", "alpaca", "messages"] = "auto"  # cft_jax.data.records
+    format: Literal["auto", "cft", "solution", "alpaca", "messages", "conversations"] = "auto"  # data.records
     tfds_data_dir: str | None = None
     # What trains: cft = [question; solution] -> critique; sft = question -> solution.
     objective: Literal["cft", "sft"] = "cft"
     sft_only_correct: bool = False
     # Rendering (cft_jax.data.templates); system_prompt overrides the template's.
-    template: Literal["chatml", "qwen25_math", "raw", "tokenizer"] = "chatml"
+    template: Literal["chatml", "qwen25_math", "llama3", "raw", "tokenizer"] = "chatml"
     system_prompt: str | None = None
     # ChatML on a tokenizer without ChatML tokens (DeepSeek, Llama), as the CFT paper's LLaMA-Factory
     # runs did: <|im_end|> added as a new special token that becomes eos (id = the tokenizer's size,
@@ -81,6 +81,14 @@ class DataConfig:
     skip_bad: bool = False
     rejects_path: str | None = None  # where skipped records go (JSONL); required with skip_bad
     max_record_chars: int = 1_000_000
+    # Multi-turn conversations: the loss on every assistant turn, or on the last one only.
+    train_on: Literal["all_assistant", "last_assistant"] = "all_assistant"
+    # Mixing: one weight per train path, each path a source drawn from in these proportions (Grain's
+    # MapDataset.mix); an epoch is then as many examples as all sources hold. (): the paths concatenated.
+    train_weights: tuple[float, ...] = ()
+    # Hold out this fraction of the training questions (by a hash of each question, so no question is in
+    # both splits) as the eval split; only with eval_paths=().
+    val_fraction: float = 0.0
 
 
 @dataclasses.dataclass
@@ -359,6 +367,20 @@ def data_errors(data: DataConfig) -> list[str]:
         errors.append(f"data.num_workers={data.num_workers}: must be >= 0 (0 = no worker processes)")
     if data.skip_bad and not data.rejects_path:
         errors.append("data.skip_bad=True: set data.rejects_path, the JSONL file skipped records go to")
+    if data.train_weights and len(data.train_weights) != len(data.train_paths):
+        errors.append(
+            f"data.train_weights={data.train_weights}: one weight per data.train_paths entry "
+            f"({len(data.train_paths)}), or () to concatenate the paths"
+        )
+    if any(not w > 0 for w in data.train_weights):
+        errors.append(f"data.train_weights={data.train_weights}: every weight must be > 0")
+    if not 0 <= data.val_fraction < 1:
+        errors.append(f"data.val_fraction={data.val_fraction}: must be in [0, 1) (0 = no held-out split)")
+    if data.val_fraction and data.eval_paths:
+        errors.append(
+            f"data.val_fraction={data.val_fraction} with data.eval_paths={data.eval_paths}: give one eval "
+            "split, the held-out fraction of the training questions or the eval files"
+        )
     return errors
 
 
@@ -397,10 +419,11 @@ def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str
         errors.append(
             "training.max_steps=0 with data.epochs=None (repeat forever): set max_steps or data.epochs"
         )
-    if config.evaluation.every_steps > 0 and not config.data.eval_paths:
+    if config.evaluation.every_steps > 0 and not config.data.eval_paths and not config.data.val_fraction:
         errors.append(
             f"evaluation.every_steps={config.evaluation.every_steps} with data.eval_paths=(): give the "
-            "held-out files in data.eval_paths, or set evaluation.every_steps=0"
+            "held-out files in data.eval_paths, hold out data.val_fraction of the training questions, or "
+            "set evaluation.every_steps=0"
         )
     if not 0 <= o.warmup_ratio <= 1:
         errors.append(f"optimizer.warmup_ratio={o.warmup_ratio}: must be in [0, 1]")

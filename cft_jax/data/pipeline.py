@@ -1,8 +1,9 @@
 """The training and evaluation input pipelines: records -> tokens -> rows -> per-host batches (Grain).
 
-    read + validate (records.py) -> render + tokenize (templates.py) -> length policy (length.py)
-        -> Grain: shuffle by seed -> epochs -> host shard -> pack or pad (packing.py) -> batch
-        -> worker processes
+    read + validate (records.py) -> [hold out val_fraction by question (splits.py)]
+        -> render + tokenize (templates.py) -> length policy (length.py)
+        -> Grain: shuffle by seed -> epochs [or: each source shuffled, repeated and mixed by weight]
+        -> host shard -> pack or pad (packing.py) -> batch -> worker processes
 
 Reading and tokenizing happen once, up front, in the calling process: every bad record is then
 reported with its file and line before training starts, the counts (rejected, truncated,
@@ -33,11 +34,15 @@ from cft_jax.data import length as length_policy
 from cft_jax.data.packing import PackIterDataset, first_fit_decreasing, make_row, packing_efficiency, pad_row
 from cft_jax.data.prepared import PreparedSource, is_prepared
 from cft_jax.data.records import ReadOptions, ReadReport, RecordError, Rejects, Sample, read_samples
+from cft_jax.data.splits import split_by_key
 from cft_jax.data.templates import Encoded, Encoder
 from cft_jax.errors import InputError
 
 Batch = dict[str, np.ndarray]
 BATCH_KEYS = ("input_ids", "loss_mask", "segment_ids", "positions")
+# What orders the questions of a `val_fraction` split (splits.py); fixed, so the split does not move
+# with the shuffling seed.
+VAL_SALT = "cft_jax-val-split"
 
 
 @dataclasses.dataclass
@@ -50,6 +55,8 @@ class DataReport:
     target_tokens: int = 0
     packing_efficiency: float = 1.0
     rows_per_epoch: int = 0
+    held_out: int = 0  # records of these files in the other split of a data.val_fraction split
+    sources: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # mixing: per source
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -59,20 +66,96 @@ def load_examples(cfg: DataConfig, split: str = "train") -> tuple[Sequence[Any],
     """All examples of a split, tokenized and length-fitted, with the report.
 
     Returns a random-access sequence of {"input_ids", "loss_mask"} ([n] int32 each): a list for
-    raw records, a `PreparedSource` for a prepared ArrayRecord file.
+    raw records, a `PreparedSource` for a prepared ArrayRecord file. Mixed sources
+    (`cfg.train_weights`) come concatenated, with their reports summed (`load_sources` has each).
     """
+    sources = load_sources(cfg, split)
+    if len(sources) == 1:
+        return sources[0]
+    examples = [source[i] for source, _ in sources for i in range(len(source))]
+    return examples, _merged([report for _, report in sources])
+
+
+def load_sources(cfg: DataConfig, split: str = "train") -> list[tuple[Sequence[Any], DataReport]]:
+    """(examples, report) of each source of a split: each train path when `cfg.train_weights` mixes
+    them, else one for all its paths. With `cfg.val_fraction`, the eval split is the held-out
+    questions of the train paths and the train split the rest."""
+    _validate(cfg)
     paths = _split_paths(cfg, split)
-    if len(paths) == 1 and is_prepared(paths[0]):
-        source = PreparedSource(paths[0], expect=_encoding_key(cfg))
-        report = DataReport(ReadReport(read=len(source), kept=len(source)), length_policy.LengthReport())
-        lengths = source.lengths()
-        report.examples = len(source)
-        report.target_tokens = source.target_tokens()
-        _fill_packing(report, lengths, cfg)
-        return source, report
-    encoded, report = encode_split(cfg, paths)
-    examples = [{"input_ids": e.input_ids, "loss_mask": e.loss_mask} for e in encoded]
-    return examples, report
+    groups = [[p] for p in paths] if split == "train" and cfg.train_weights else [paths]
+    prepared = [p for p in paths if is_prepared(p)]
+    if cfg.val_fraction and prepared:
+        raise InputError(
+            f"data.val_fraction={cfg.val_fraction}: {prepared[0]} is prepared (tokens only, no questions to "
+            "split by); give the raw records, or prepare the two splits and set data.eval_paths"
+        )
+    rejects = Rejects(cfg.rejects_path if cfg.skip_bad else None)  # one file for every source
+    reads: list[tuple[list[Sample], ReadReport] | None] = []
+    for group in groups:
+        if len(group) == 1 and is_prepared(group[0]):
+            reads.append(None)
+        else:
+            report = ReadReport(rejects_path=cfg.rejects_path)
+            reads.append((_read(cfg, group, rejects, report), report))
+    held_out = [0] * len(groups)
+    if cfg.val_fraction:
+        # One split over every source's questions: a question in two files is held out from both.
+        split_of = held_out_split(cfg, [s for samples, _ in reads for s in samples])
+        keep = "validation" if split == "eval" else "train"
+        for index, (samples, report) in enumerate(reads):
+            kept = [s for s in samples if split_of[s.question_key] == keep]
+            held_out[index] = len(samples) - len(kept)
+            reads[index] = (kept, report)
+    sources = []
+    for index, (group, read) in enumerate(zip(groups, reads, strict=True)):
+        if read is None:
+            source, report = _prepared(cfg, group[0])
+        else:
+            encoded, report = _encode(cfg, read[0], read[1], rejects)
+            source = [{"input_ids": e.input_ids, "loss_mask": e.loss_mask} for e in encoded]
+        report.held_out = held_out[index]
+        if len(groups) > 1:
+            weight = cfg.train_weights[index]
+            report.sources = [{"path": group[0], "weight": weight, "examples": report.examples}]
+        sources.append((source, report))
+    return sources
+
+
+def held_out_split(cfg: DataConfig, samples: Sequence[Sample]) -> dict[str, str]:
+    """{question key: "train" or "validation"}: `cfg.val_fraction` of the questions held out."""
+    keys = (s.question_key for s in samples)
+    return split_by_key(keys, {"validation": cfg.val_fraction}, rest="train", salt=VAL_SALT)
+
+
+def _prepared(cfg: DataConfig, path: str) -> tuple[PreparedSource, DataReport]:
+    source = PreparedSource(path, expect=_encoding_key(cfg))
+    report = DataReport(ReadReport(read=len(source), kept=len(source)), length_policy.LengthReport())
+    report.examples = len(source)
+    report.target_tokens = source.target_tokens()
+    _fill_packing(report, source.lengths(), cfg)
+    return source, report
+
+
+def _merged(reports: list[DataReport]) -> DataReport:
+    """The reports of mixed sources as one: counts summed, packing efficiency weighted by rows."""
+    total = DataReport(ReadReport(), length_policy.LengthReport())
+    for report in reports:
+        for part, into in ((report.read, total.read), (report.length, total.length)):
+            for field in dataclasses.fields(part):
+                value = getattr(part, field.name)
+                if isinstance(value, int):
+                    setattr(into, field.name, getattr(into, field.name) + value)
+        total.read.formats.update(report.read.formats)
+        total.read.rejects_path = report.read.rejects_path
+        total.examples += report.examples
+        total.target_tokens += report.target_tokens
+        total.rows_per_epoch += report.rows_per_epoch
+        total.held_out += report.held_out
+        total.sources += report.sources
+    total.packing_efficiency = sum(r.packing_efficiency * r.rows_per_epoch for r in reports) / max(
+        total.rows_per_epoch, 1
+    )
+    return total
 
 
 def encode_split(cfg: DataConfig, paths: Sequence[str]) -> tuple[list[Encoded], DataReport]:
@@ -80,11 +163,22 @@ def encode_split(cfg: DataConfig, paths: Sequence[str]) -> tuple[list[Encoded], 
     _validate(cfg)
     read_report = ReadReport(rejects_path=cfg.rejects_path)
     rejects = Rejects(cfg.rejects_path if cfg.skip_bad else None)
-    samples = read_samples(
-        paths, _read_options(cfg), skip_bad=cfg.skip_bad, rejects=rejects, report=read_report
-    )
+    return _encode(cfg, _read(cfg, paths, rejects, read_report), read_report, rejects)
+
+
+def _read(cfg: DataConfig, paths: Sequence[str], rejects: Rejects, report: ReadReport) -> list[Sample]:
+    return read_samples(paths, _read_options(cfg), skip_bad=cfg.skip_bad, rejects=rejects, report=report)
+
+
+def _encode(
+    cfg: DataConfig, samples: list[Sample], read_report: ReadReport, rejects: Rejects
+) -> tuple[list[Encoded], DataReport]:
     encoder = Encoder(
-        training_tokenizer(cfg), cfg.template, cfg.system_prompt, add_im_end=cfg.chatml_add_im_end
+        training_tokenizer(cfg),
+        cfg.template,
+        cfg.system_prompt,
+        add_im_end=cfg.chatml_add_im_end,
+        train_on=cfg.train_on,
     )
     encoded, lengths = _apply_length_policy(samples, encoder, cfg, rejects)
     read_report.rejected += lengths.rejected
@@ -263,14 +357,18 @@ def make_iterator(
         raise ValueError(f"unknown split {split!r}; use 'train' or 'eval'")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, process_count={process_count})")
-    examples, report = load_examples(cfg, "train")
-    if len(examples) < process_count:
-        raise InputError(f"{len(examples)} training examples cannot be shared by {process_count} hosts")
-    ds = grain.MapDataset.source(examples)
-    if cfg.shuffle:
-        # Shuffle before repeat: Grain reseeds the permutation each epoch.
-        ds = ds.shuffle(seed=cfg.seed)
-    ds = ds.repeat(cfg.epochs)
+    sources = load_sources(cfg, "train")
+    report = sources[0][1] if len(sources) == 1 else _merged([r for _, r in sources])
+    if report.examples < process_count:
+        raise InputError(f"{report.examples} training examples cannot be shared by {process_count} hosts")
+    if len(sources) == 1:
+        ds = grain.MapDataset.source(sources[0][0])
+        if cfg.shuffle:
+            # Shuffle before repeat: Grain reseeds the permutation each epoch.
+            ds = ds.shuffle(seed=cfg.seed)
+        ds = ds.repeat(cfg.epochs)
+    else:
+        ds = _mixture(cfg, [examples for examples, _ in sources])
     ds = ds[process_index::process_count]
     it_ds = ds.to_iter_dataset()
     if cfg.packing:
@@ -287,6 +385,29 @@ def make_iterator(
         )
     batches = report.rows_per_epoch // (process_count * per_host_batch)
     return DataIterator(it_ds, report, batches)
+
+
+def _mixture(cfg: DataConfig, sources: list[Sequence[Any]]) -> grain.MapDataset:
+    """The sources drawn from in the proportions `cfg.train_weights` (Grain's `MapDataset.mix`: a fixed
+    interleaving, so the order depends only on the seed and resumes like any MapDataset). Each source
+    is shuffled (its own seed) and repeated without end before mixing, so none runs out and each
+    reshuffles when it wraps; an epoch is as many examples as all the sources hold.
+    """
+    parts = []
+    for index, examples in enumerate(sources):
+        if not len(examples):
+            raise InputError(
+                f"data.train_paths[{index}]: no examples left to mix (read, filtered or held out); "
+                "remove it and its weight, or fix the file"
+            )
+        ds = grain.MapDataset.source(examples)
+        if cfg.shuffle:
+            ds = ds.shuffle(seed=cfg.seed + index)
+        parts.append(ds.repeat(None))
+    mixed = grain.MapDataset.mix(parts, list(cfg.train_weights))
+    if cfg.epochs is None:
+        return mixed
+    return mixed[: cfg.epochs * sum(len(examples) for examples in sources)]
 
 
 def _absl_flags_parsed() -> None:
@@ -353,7 +474,8 @@ def _bins(examples: list[dict[str, np.ndarray]], seq_len: int) -> list[list[int]
 
 
 def _split_paths(cfg: DataConfig, split: str) -> list[str]:
-    paths = list(cfg.train_paths if split == "train" else cfg.eval_paths)
+    held_out = split == "eval" and cfg.val_fraction and not cfg.eval_paths  # the train paths' questions
+    paths = list(cfg.train_paths if split == "train" or held_out else cfg.eval_paths)
     if not paths:
         raise InputError(f"DataConfig.{split}_paths is empty; give the {split} data files")
     return [str(p) for p in paths]
@@ -370,8 +492,11 @@ def _encoding_key(cfg: DataConfig) -> dict[str, Any]:
         "seq_len": cfg.seq_len,
         "length_policy": cfg.length_policy,
     }
-    if cfg.chatml_add_im_end:  # only when set, so files prepared before the option existed still match
+    # Only when set, so files prepared before these options existed still match.
+    if cfg.chatml_add_im_end:
         key["chatml_add_im_end"] = True
+    if cfg.train_on != "all_assistant":
+        key["train_on"] = cfg.train_on
     return key
 
 

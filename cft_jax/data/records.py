@@ -1,8 +1,10 @@
 """Reading CFT / SFT training records from every format they are published in.
 
-Every reader turns a record into a `Sample`: the text of one user turn (`prompt`) and of the
-assistant turn that trains (`target`), plus the system message the data itself carries, if any.
-Templates (`templates.py`) render a `Sample`; nothing here knows about tokens.
+Every reader turns a record into a `Sample`: the text of the last user turn (`prompt`) and of the
+assistant turn that answers it (`target`), the earlier exchanges of a multi-turn conversation
+(`history`), the system message the data itself carries, if any, and the question the record is
+about (what a validation split holds out). Templates (`templates.py`) render a `Sample`; nothing
+here knows about tokens.
 
 Record formats (`fmt`), auto-detected from the first record's keys unless given:
 
@@ -11,7 +13,11 @@ Record formats (`fmt`), auto-detected from the first record's keys unless given:
 | `cft`      | `cft_jax.schema.CritiqueRecord` fields | this project (critique tool), native schema  |
 | `solution` | `cft_jax.schema.SolutionRecord` fields | this project; SFT baselines on graded data   |
 | `alpaca`   | `instruction`, `input`, `output`       | WebInstruct-CFT, MetaMath-CFT, NuminaMath-CFT |
-| `messages` | `messages`: [system?, user, assistant] | One-shot CFT (ms-swift)                       |
+| `messages` | `messages`: [system?, user, assistant, ...]   | One-shot CFT (ms-swift); `role`, `content`    |
+| `conversations` | the same turns: `from` (system, human, gpt), `value` | ShareGPT                    |
+
+A conversation alternates user and assistant turns after an optional system turn and ends with
+an assistant turn; every assistant turn trains unless `train_on="last_assistant"` (templates.py).
 
 Sources: JSONL (`.jsonl`, `.jsonl.gz`), JSON arrays (`.json`), Parquet / Arrow files and
 `save_to_disk` directories of Hugging Face `datasets`, TFDS builders (`tfds:NAME[/CONFIG][:SPLIT]`
@@ -28,6 +34,7 @@ import dataclasses
 import gzip
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +44,7 @@ from etils import epath
 from cft_jax.errors import InputError
 from cft_jax.schema import CritiqueRecord, SolutionRecord, stable_id
 
-FORMATS = ("cft", "solution", "alpaca", "messages")
+FORMATS = ("cft", "solution", "alpaca", "messages", "conversations")
 OBJECTIVES = ("cft", "sft")
 
 # The WebInstruct-CFT instruction, and how a native record's question and solution fill the
@@ -51,9 +58,20 @@ def cft_prompt(question: str, solution: str) -> str:
     return CFT_INSTRUCTION + "\n" + CFT_INPUT.format(question=question, solution=solution)
 
 
+_CFT_QUESTION = re.compile(r"Question:\n(.*?)\n\nSolution:\n", re.DOTALL)
+
+
+def question_of(user_turn: str) -> str:
+    """The question a user turn asks: the `Question:` part of a CFT prompt (so the critiques of every
+    solution to one question share it), else the whole turn."""
+    found = _CFT_QUESTION.search(user_turn)
+    return found.group(1) if found else user_turn
+
+
 @dataclasses.dataclass(frozen=True)
 class Sample:
-    """One training pair before templating: the user turn and the assistant turn that trains."""
+    """One training conversation before templating: the last user turn and the assistant turn that
+    answers it, after the (user, assistant) exchanges of `history` (empty for a single turn)."""
 
     id: str
     prompt: str
@@ -63,6 +81,12 @@ class Sample:
     is_correct: bool | None = None
     where: str = ""
     target_field: str = "target"
+    history: tuple[tuple[str, str], ...] = ()
+    question: str | None = None  # what a validation split holds out by; None: the prompt
+
+    @property
+    def question_key(self) -> str:
+        return self.question if self.question is not None else question_of(self.prompt)
 
 
 class RecordError(InputError):
@@ -262,6 +286,8 @@ def detect_format(obj: dict[str, Any]) -> str | None:
     """The record format implied by a record's keys, or None if no format matches."""
     if "messages" in obj:
         return "messages"
+    if "conversations" in obj:
+        return "conversations"
     if "instruction" in obj and "output" in obj:
         return "alpaca"
     if "critique" in obj:
@@ -322,9 +348,15 @@ def _to_sample(obj: dict[str, Any], fmt: str, opts: ReadOptions, where: str) -> 
         if opts.objective == "sft":
             if opts.sft_only_correct and rec.is_correct is not True:
                 return None
-            return Sample(rec.id, rec.question, rec.solution, None, None, rec.is_correct, where, "solution")
+            return Sample(
+                rec.id, rec.question, rec.solution, None, None, rec.is_correct, where, "solution",
+                question=rec.question,
+            )  # fmt: skip
         prompt = cft_prompt(rec.question, rec.solution)
-        return Sample(rec.id, prompt, rec.critique, None, rec.verdict, rec.is_correct, where, "critique")
+        return Sample(
+            rec.id, prompt, rec.critique, None, rec.verdict, rec.is_correct, where, "critique",
+            question=rec.question,
+        )  # fmt: skip
     if fmt == "solution":
         for name in ("id", "problem_id", "question", "solution"):
             _text(obj, name)
@@ -335,7 +367,10 @@ def _to_sample(obj: dict[str, Any], fmt: str, opts: ReadOptions, where: str) -> 
             )
         if opts.sft_only_correct and sol.is_correct is not True:
             return None
-        return Sample(sol.id, sol.question, sol.solution, None, None, sol.is_correct, where, "solution")
+        return Sample(
+            sol.id, sol.question, sol.solution, None, None, sol.is_correct, where, "solution",
+            question=sol.question,
+        )  # fmt: skip
     if fmt == "alpaca":
         instruction = _text(obj, "instruction")
         query = _text(obj, "input", required=False, empty_ok=True)
@@ -345,36 +380,68 @@ def _to_sample(obj: dict[str, Any], fmt: str, opts: ReadOptions, where: str) -> 
         rid = obj.get("id")
         rid = str(rid) if rid is not None else stable_id(prompt, output)
         return Sample(rid, prompt, output, system, _verdict_of(output), None, where, "output")
-    if fmt == "messages":
-        return _messages_sample(obj, where)
+    if fmt in _TURNS:
+        return _conversation_sample(obj, fmt, where)
     raise InputError(f"unknown record format {fmt!r}; choose one of {FORMATS} or 'auto'")
 
 
-def _messages_sample(obj: dict[str, Any], where: str) -> Sample:
-    messages = obj["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise _Bad("messages", "must be a non-empty list of {role, content} objects")
-    for i, m in enumerate(messages):
-        if (
-            not isinstance(m, dict)
-            or not isinstance(m.get("role"), str)
-            or not isinstance(m.get("content"), str)
-        ):
-            raise _Bad(f"messages[{i}]", "must be an object with string 'role' and 'content'")
-    roles = [m["role"] for m in messages]
-    system = None
-    if roles[0] == "system":
-        system, messages, roles = messages[0]["content"], messages[1:], roles[1:]
-    if roles != ["user", "assistant"]:
-        raise _Bad("messages", f"roles {roles}: expected [system?, user, assistant] (one training turn)")
-    for i, m in enumerate(messages, start=len(obj["messages"]) - 2):
-        if not m["content"].strip():
-            raise _Bad(f"messages[{i}].content", "is empty; remove the record or fill the turn")
-    prompt, target = messages[0]["content"], messages[1]["content"]
+# A conversational format: (its list's key, the role key, the text key, {its role name: role}).
+_TURNS = {
+    "messages": (
+        "messages", "role", "content", {"system": "system", "user": "user", "assistant": "assistant"}
+    ),
+    "conversations": (
+        "conversations", "from", "value", {"system": "system", "human": "user", "gpt": "assistant"}
+    ),
+}  # fmt: skip
+
+
+def _conversation_sample(obj: dict[str, Any], fmt: str, where: str) -> Sample:
+    """[system?] then user and assistant turns alternating, ending with an assistant turn."""
+    key, role_key, text_key, names = _TURNS[fmt]
+    spelled = {role: name for name, role in names.items()}  # errors use the data's own role names
+    turns = obj[key]
+    if not isinstance(turns, list) or not turns:
+        raise _Bad(key, f"must be a non-empty list of {{{role_key}, {text_key}}} objects")
+    roles, texts = [], []
+    for i, turn in enumerate(turns):
+        at = f"{key}[{i}]"
+        if not isinstance(turn, dict):
+            raise _Bad(at, f"must be an object with '{role_key}' and '{text_key}', got {type(turn).__name__}")
+        role = turn.get(role_key)
+        if not isinstance(role, str) or role not in names:
+            raise _Bad(f"{at}.{role_key}", f"{role!r} is not a role here; use one of {list(names)}")
+        roles.append(names[role])
+        try:
+            texts.append(_text(turn, text_key, empty_ok=roles[-1] == "system"))
+        except _Bad as e:
+            raise _Bad(f"{at}.{e.field}", e.message) from None
+    start = 1 if roles[0] == "system" else 0
+    for i in range(start, len(roles)):
+        expected = "user" if (i - start) % 2 == 0 else "assistant"
+        if roles[i] != expected:
+            why = "a system turn may only come first" if roles[i] == "system" else "turns must alternate"
+            raise _Bad(
+                f"{key}[{i}].{role_key}",
+                f"{turns[i][role_key]!r}: expected {spelled[expected]!r} ({why}: "
+                f"[{spelled['system']}?, {spelled['user']}, {spelled['assistant']}, {spelled['user']}, ...])",
+            )
+    if roles[-1] != "assistant":
+        raise _Bad(
+            f"{key}[{len(turns) - 1}].{role_key}",
+            f"the conversation must end with the {spelled['assistant']!r} turn that trains; "
+            "drop the unanswered last turn",
+        )
+    system = texts[0] if start else None
+    body = texts[start:]
+    pairs = list(zip(body[0::2], body[1::2], strict=True))
+    (prompt, target), history = pairs[-1], tuple(pairs[:-1])
     rid = obj.get("id")
-    rid = str(rid) if rid is not None else stable_id(system, prompt, target)
-    last = f"messages[{len(obj['messages']) - 1}].content"
-    return Sample(rid, prompt, target, system, _verdict_of(target), None, where, last)
+    rid = str(rid) if rid is not None else stable_id(system, *body)
+    last = f"{key}[{len(turns) - 1}].{text_key}"
+    return Sample(
+        rid, prompt, target, system, _verdict_of(target), None, where, last, history, question_of(body[0])
+    )
 
 
 def _verdict_of(critique: str) -> str | None:
@@ -483,7 +550,7 @@ def _convert(raw: _Raw, path: str, unit: str, fmt: str | None, opts: ReadOptions
             None,
             f"cannot detect the record format from keys {sorted(obj)}; expected one of: CritiqueRecord "
             "(id, question, solution, critique), SolutionRecord, alpaca (instruction, input, output), "
-            "messages; or set the format explicitly",
+            "messages, conversations; or set the format explicitly",
             unit,
         )
     try:

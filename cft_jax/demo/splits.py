@@ -1,9 +1,10 @@
 """The demo's CFT dataset: the shipped RealCritic critiques split by question into train / validation / test.
 
 Each question goes to exactly one split, so no test critique shares a question with a training one.
-Questions are ordered by a content hash (`stable_id`), which makes the split deterministic and
-independent of file order; the first `test_fraction` of them are the test split, the next
-`validation_fraction` the validation split, the rest train.
+Questions are ordered by a content hash (`cft_jax.data.splits.split_by_key`, which `data.val_fraction`
+splits with too), which makes the split deterministic and independent of file order; the first
+`test_fraction` of them are the test split, the next `validation_fraction` the validation split, the
+rest train.
 
 The critique file labels only its "onwrong" half (`is_correct=False`); its "halfhalf" half is
 unlabelled there, but those are exactly RealCritic's `mix_math` solutions, which the shipped
@@ -27,7 +28,8 @@ import re
 from pathlib import Path
 
 from cft_jax.data import asset_path
-from cft_jax.schema import CritiqueRecord, from_dict, stable_id, to_json
+from cft_jax.data.splits import split_by_key
+from cft_jax.schema import CritiqueRecord, from_dict, to_json
 
 SPLITS = ("train", "validation", "test")
 _CONCLUSION = re.compile(r"^#+\s*Conclusion of (?:the )?Critique\s*$", re.MULTILINE | re.IGNORECASE)
@@ -90,17 +92,12 @@ def split_by_question(
     records: list[CritiqueRecord], *, validation_fraction: float, test_fraction: float
 ) -> dict[str, list[CritiqueRecord]]:
     """{split: records}; every question's records land in one split."""
-    questions = sorted({r.question for r in records}, key=lambda q: stable_id("demo-split", q))
-    n_test = max(1, round(len(questions) * test_fraction))
-    n_validation = max(1, round(len(questions) * validation_fraction))
-    split_of = {}
-    for index, question in enumerate(questions):
-        if index < n_test:
-            split_of[question] = "test"
-        elif index < n_test + n_validation:
-            split_of[question] = "validation"
-        else:
-            split_of[question] = "train"
+    split_of = split_by_key(
+        (r.question for r in records),
+        {"test": test_fraction, "validation": validation_fraction},
+        rest="train",
+        salt="demo-split",
+    )
     out: dict[str, list[CritiqueRecord]] = {name: [] for name in SPLITS}
     for record in records:
         out[split_of[record.question]].append(record)

@@ -87,7 +87,9 @@ def _encoder(config: TrainConfig, model_config: ModelConfig | None, errors: list
         errors.append(f"data.tokenizer: {e}")
         return None
     try:
-        encoder = Encoder(tokenizer, d.template, d.system_prompt, add_im_end=d.chatml_add_im_end)
+        encoder = Encoder(
+            tokenizer, d.template, d.system_prompt, add_im_end=d.chatml_add_im_end, train_on=d.train_on
+        )
     except InputError as e:
         errors.append(f"data.template={d.template!r} with data.tokenizer={d.tokenizer!r}: {e}")
         encoder = None
