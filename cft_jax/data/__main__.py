@@ -1,7 +1,7 @@
 """`python -m cft_jax.data inspect|check|prepare|contamination`: see what trains before training it.
 
 inspect FILE...        counts, token-length percentiles, truncated/dropped, verdict balance,
-                       packing efficiency, tokens per epoch, one example with the trained span marked
+                       packing efficiency, tokens per epoch, one example with the trained spans marked
 check FILE...          validate records only (no tokenizer); exit status 2 on the first bad record
 prepare FILE... --out OUT.array_record
                        tokenize once into ArrayRecord; give OUT as a train path afterwards
@@ -31,10 +31,18 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "paths", nargs="+", help="data files (.jsonl/.json/.parquet/.arrow/dir/.array_record/tfds:NAME)"
     )
-    p.add_argument("--format", default=d.format, help="auto | cft | solution | alpaca | messages")
+    p.add_argument(
+        "--format", default=d.format, help="auto | cft | solution | alpaca | messages | conversations"
+    )
     p.add_argument("--objective", default=d.objective, choices=["cft", "sft"])
     p.add_argument("--sft-only-correct", action="store_true")
-    p.add_argument("--template", default=d.template, help="chatml | qwen25_math | raw | tokenizer")
+    p.add_argument("--template", default=d.template, help="chatml | qwen25_math | llama3 | raw | tokenizer")
+    p.add_argument(
+        "--train-on",
+        default=d.train_on,
+        choices=["all_assistant", "last_assistant"],
+        help="multi-turn conversations: the loss on every assistant turn, or on the last one",
+    )
     p.add_argument("--system-prompt", default=d.system_prompt)
     p.add_argument(
         "--chatml-add-im-end",
@@ -63,6 +71,7 @@ def _config(args: argparse.Namespace, **extra: object) -> DataConfig:
         template=args.template,
         system_prompt=args.system_prompt,
         chatml_add_im_end=args.chatml_add_im_end,
+        train_on=args.train_on,
         tokenizer=args.tokenizer,
         seq_len=args.seq_len,
         length_policy=args.length_policy,
@@ -101,17 +110,29 @@ def _inspect(args: argparse.Namespace) -> None:
         f"rows per epoch: packed {report.rows_per_epoch} (efficiency {report.packing_efficiency:.3f}), "
         f"unpacked {len(lengths)} (efficiency {unpacked:.3f})"
     )
+    spans = [_trained_spans(e.loss_mask) for e in encoded]
+    if any(n > 1 for n in spans):
+        print(
+            f"multi-turn: {sum(n > 1 for n in spans)} examples train more than one assistant turn "
+            f"(up to {max(spans)}; train_on {cfg.train_on})"
+        )
     straddling = sum(e.straddles for e in encoded)
     if straddling:
-        print(f"note: in {straddling} examples one token spans the prompt/target boundary; it trains")
+        print(f"note: in {straddling} examples a token spans a turn boundary; it goes with the turn after it")
     if encoded:
-        e = encoded[min(args.example, len(encoded) - 1)]
+        index = min(args.example, len(encoded) - 1)
+        e = encoded[index]
         tok = training_tokenizer(cfg)
         print(
             f"\nexample {e.id} ({e.where}), {len(e.input_ids)} tokens, {int(e.loss_mask.sum())} trained "
-            "between [[TRAIN>> and <<TRAIN]]:\n"
+            f"in {spans[index]} span(s) between [[TRAIN>> and <<TRAIN]]:\n"
         )
         print(show_trained_span(tok, e.input_ids, e.loss_mask))
+
+
+def _trained_spans(mask: np.ndarray) -> int:
+    """How many separate runs of trained tokens: one per trained assistant turn."""
+    return int(mask[0] == 1) + int(np.sum((mask[1:] == 1) & (mask[:-1] == 0))) if len(mask) else 0
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ def test_inspect_shows_counts_and_marks_the_trained_span(data, capsys):
     out = capsys.readouterr().out
     assert "examples: 12" in out and "truncated:" in out and "verdicts: right" in out
     assert "efficiency" in out and "tokens per epoch" in out
-    shown = out.split("trained between [[TRAIN>> and <<TRAIN]]:")[1]
+    shown = out.split("trained in 1 span(s) between [[TRAIN>> and <<TRAIN]]:")[1]
     assert "<|im_start|>assistant\n[[TRAIN>>" in shown and shown.rstrip().endswith("<|im_end|><<TRAIN]]")
 
 
