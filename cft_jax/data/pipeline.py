@@ -368,7 +368,7 @@ def make_iterator(
             ds = ds.shuffle(seed=cfg.seed)
         ds = ds.repeat(cfg.epochs)
     else:
-        ds = _mixture(cfg, [examples for examples, _ in sources])
+        ds = mixture(cfg, [examples for examples, _ in sources])
     ds = ds[process_index::process_count]
     it_ds = ds.to_iter_dataset()
     if cfg.packing:
@@ -387,7 +387,7 @@ def make_iterator(
     return DataIterator(it_ds, report, batches)
 
 
-def _mixture(cfg: DataConfig, sources: list[Sequence[Any]]) -> grain.MapDataset:
+def mixture(cfg: DataConfig, sources: list[Sequence[Any]]) -> grain.MapDataset:
     """The sources drawn from in the proportions `cfg.train_weights` (Grain's `MapDataset.mix`: a fixed
     interleaving, so the order depends only on the seed and resumes like any MapDataset). Each source
     is shuffled (its own seed) and repeated without end before mixing, so none runs out and each
