@@ -89,14 +89,18 @@ def load_sources(cfg: DataConfig, split: str = "train") -> list[tuple[Sequence[A
             f"data.val_fraction={cfg.val_fraction}: {prepared[0]} is prepared (tokens only, no questions to "
             "split by); give the raw records, or prepare the two splits and set data.eval_paths"
         )
-    rejects = Rejects(cfg.rejects_path if cfg.skip_bad else None)  # one file for every source
+    # One rejects file for every source. The held-out eval split re-reads the train files after the
+    # train split filed their bad records: it adds only its own over-long ones.
+    held_out_eval = split == "eval" and bool(cfg.val_fraction)
+    rejects = Rejects(cfg.rejects_path if cfg.skip_bad else None, append=held_out_eval)
+    read_rejects = Rejects(None) if held_out_eval else rejects
     reads: list[tuple[list[Sample], ReadReport] | None] = []
     for group in groups:
         if len(group) == 1 and is_prepared(group[0]):
             reads.append(None)
         else:
             report = ReadReport(rejects_path=cfg.rejects_path)
-            reads.append((_read(cfg, group, rejects, report), report))
+            reads.append((_read(cfg, group, read_rejects, report), report))
     held_out = [0] * len(groups)
     if cfg.val_fraction:
         # One split over every source's questions: a question in two files is held out from both.

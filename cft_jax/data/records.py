@@ -456,13 +456,14 @@ def _verdict_of(critique: str) -> str | None:
 class Rejects:
     """The rejects JSONL file of a `skip_bad` run: one line per rejected record, with the reason.
 
-    Created (truncated) by the first reject, appended to by the next ones; rejects are rare, so
-    each write opens the file, and nothing is left open if reading fails half-way.
+    Created (truncated) by the first reject, appended to by the next ones (`append`: by all of them,
+    for a split read after another that filed its rejects there); rejects are rare, so each write
+    opens the file, and nothing is left open if reading fails half-way.
     """
 
-    def __init__(self, path: str | os.PathLike | None):
+    def __init__(self, path: str | os.PathLike | None, *, append: bool = False):
         self.path = None if path is None else Path(path)
-        self._started = False
+        self._started = append
 
     def write(self, error: RecordError, raw: str) -> None:
         if self.path is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +174,18 @@ def test_val_fraction_refuses_a_prepared_file(critiques_by_question, tmp_path):
     assert main(["prepare", critiques_by_question[1], "--seq-len", "2048", "--out", str(out)]) == 0
     with pytest.raises(ValueError, match="is prepared .tokens only, no questions to split by"):
         load_examples(DataConfig(train_paths=(str(out),), val_fraction=0.2), "train")
+
+
+def test_bad_records_of_every_source_and_split_land_in_one_rejects_file(sources, tmp_path):
+    paths = []
+    for index, path in enumerate(sources):
+        bad = tmp_path / f"{index}.jsonl"
+        bad.write_text(Path(path).read_text() + '{"instruction": "q", "output": ""}\n')
+        paths.append(str(bad))
+    rejects = tmp_path / "rejects.jsonl"
+    cfg = _mixed(tuple(paths), val_fraction=0.2, skip_bad=True, rejects_path=str(rejects))
+    train = make_iterator(cfg, per_host_batch=2)
+    make_iterator(cfg, per_host_batch=2, split="eval")  # re-reads the files: files nothing twice
+    where = [json.loads(line)["where"] for line in rejects.read_text().splitlines()]
+    assert where == [f"{paths[0]}:21", f"{paths[1]}:31"]
+    assert train.report.read.rejected == 2 and train.report.examples + train.report.held_out == 50
