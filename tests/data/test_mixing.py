@@ -189,3 +189,16 @@ def test_bad_records_of_every_source_and_split_land_in_one_rejects_file(sources,
     where = [json.loads(line)["where"] for line in rejects.read_text().splitlines()]
     assert where == [f"{paths[0]}:21", f"{paths[1]}:31"]
     assert train.report.read.rejected == 2 and train.report.examples + train.report.held_out == 50
+
+
+def test_a_prepared_source_mixes_as_its_raw_file(sources, tmp_path):
+    from cft_jax.data.__main__ import main
+
+    prepared = tmp_path / "apples.array_record"
+    assert main(["prepare", sources[0], "--seq-len", "64", "--out", str(prepared)]) == 0
+    raw = _mixed(sources, epochs=2)
+    a = list(make_iterator(raw, per_host_batch=5))
+    mixed = dataclasses.replace(raw, train_paths=(str(prepared), sources[1]))
+    b = list(make_iterator(mixed, per_host_batch=5))
+    assert len(a) == len(b) == 20
+    assert all((x[key] == y[key]).all() for x, y in zip(a, b, strict=True) for key in BATCH_KEYS)
