@@ -8,13 +8,13 @@ here knows about tokens.
 
 Record formats (`fmt`), auto-detected from the first record's keys unless given:
 
-| fmt        | keys                                   | as published by                               |
-|------------|----------------------------------------|-----------------------------------------------|
-| `cft`      | `cft_jax.schema.CritiqueRecord` fields | this project (critique tool), native schema  |
-| `solution` | `cft_jax.schema.SolutionRecord` fields | this project; SFT baselines on graded data   |
-| `alpaca`   | `instruction`, `input`, `output`       | WebInstruct-CFT, MetaMath-CFT, NuminaMath-CFT |
-| `messages` | `messages`: [system?, user, assistant, ...]   | One-shot CFT (ms-swift); `role`, `content`    |
-| `conversations` | the same turns: `from` (system, human, gpt), `value` | ShareGPT                    |
+| fmt             | keys                                             | as published by                    |
+|-----------------|--------------------------------------------------|------------------------------------|
+| `cft`           | `cft_jax.schema.CritiqueRecord` fields           | this project (critique tool)       |
+| `solution`      | `cft_jax.schema.SolutionRecord` fields           | this project; SFT baselines        |
+| `alpaca`        | `instruction`, `input`, `output`                 | WebInstruct-CFT, MetaMath-CFT, ... |
+| `messages`      | `messages`: [system?, user, assistant, ...] (`role`, `content`)| one-shot CFT (ms-swift)|
+| `conversations` | the same turns as `from` (system, human, gpt), `value` | ShareGPT                     |
 
 A conversation alternates user and assistant turns after an optional system turn and ends with
 an assistant turn; every assistant turn trains unless `train_on="last_assistant"` (templates.py).
