@@ -60,7 +60,7 @@ def test_an_hf_path_loads_without_being_read(hf_path, monkeypatch):
 def test_a_data_config_built_in_code_is_checked_like_a_loaded_one():
     bad = DataConfig(template="chatm1", seq_len=0, skip_bad=True)
     assert data_errors(bad) == [
-        "data.template='chatm1': must be one of ['chatml', 'qwen25_math', 'raw', 'tokenizer']",
+        "data.template='chatm1': must be one of ['chatml', 'qwen25_math', 'llama3', 'raw', 'tokenizer']",
         "data.seq_len=0: must be > 0",
         "data.skip_bad=True: set data.rejects_path, the JSONL file skipped records go to",
     ]
@@ -69,3 +69,13 @@ def test_a_data_config_built_in_code_is_checked_like_a_loaded_one():
 def test_evaluating_needs_held_out_files():
     with pytest.raises(ConfigError, match=r"evaluation.every_steps=5 with data.eval_paths=\(\)"):
         build_config({"model": {"init_config": TINY}, "evaluation": {"every_steps": 5}})
+
+
+def test_a_held_out_fraction_of_the_training_questions_can_be_the_eval_split():
+    data = {"train_paths": ("a.jsonl", "b.jsonl"), "val_fraction": 0.05}
+    config = build_config({"model": {"init_config": TINY}, "evaluation": {"every_steps": 5}, "data": data})
+    assert config.data.val_fraction == 0.05
+    with pytest.raises(ConfigError, match=r"data.val_fraction=0.05 with data.eval_paths=\('c.jsonl',\)"):
+        build_config({"model": {"init_config": TINY}, "data": {**data, "eval_paths": ("c.jsonl",)}})
+    with pytest.raises(ConfigError, match=r"data.train_weights=\(1.0,\): one weight per data.train_paths"):
+        build_config({"model": {"init_config": TINY}, "data": data}, ["--config.data.train_weights=(1.0,)"])
