@@ -92,7 +92,7 @@ def ours(case: str, out: Path, libtpu_path: Path | None = None) -> dict:
 def maxtext_trips(case: str) -> Unroll:
     shape, *_, micro = CASES[case]
     layers = SHAPES[shape]["num_hidden_layers"]
-    return Unroll(layers=layers, vocab_chunks=1, micro_batches=micro)  # its loss has no chunk loop
+    return Unroll(layers=layers, loss_chunks=1, micro_batches=micro)  # its loss has no chunk loop
 
 
 def maxtext(case: str, out: Path) -> dict:

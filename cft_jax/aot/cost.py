@@ -2,7 +2,7 @@
 
 The cost model (`compiled.cost_analysis()`) counts a while loop's body once, whatever its trip
 count, so one loop body's cost is taken as a difference of compiles that contain different numbers
-of copies of it (`cft_jax.models.loops`: the decoder layers, the loss's vocabulary chunks, the
+of copies of it (`cft_jax.models.loops`: the decoder layers, the loss's chunks, the
 micro-batches). The difference is taken between unroll 2 and unroll 4, never between 1 and 2: an
 unrolled scan reshapes its stacked inputs to [trips, unroll, ...], and the program around the loop
 changes with it (the optimizer's fusions over the reshaped gradients and the zeroed accumulators:
@@ -10,8 +10,8 @@ changes with it (the optimizer's fusions over the reshaped gradients and the zer
 unroll 2 and 4); a 1-to-2 difference charges that once-per-step change to every layer, 27 times.
 So the step is compiled as it is (`base`), with every loop at unroll 2 (`low`; a loop of 2 or 3
 trips stays rolled there and is compared with its full unroll), and with one loop at a time at
-unroll 4; with L layers, C vocabulary chunks (full ones: the remainder chunk is outside the loop)
-and A micro-batches,
+unroll 4; with L layers, C loss chunks (token chunks, or full vocabulary chunks: a remainder chunk is
+outside the loop) and A micro-batches,
 
     layer = (layers at 4 - low) / (extra layer copies),  chunk likewise,
     micro = (micro-batches at 4 - low) / (extra micro copies) - copies of the inner bodies in one,
@@ -34,10 +34,10 @@ from typing import Any
 
 from cft_jax.aot.compile import AotReport, compile_for
 from cft_jax.aot.targets import Target
-from cft_jax.config import TrainConfig
+from cft_jax.config import TrainConfig, resolve_mesh
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.loops import Unroll
-from cft_jax.training.step import vocab_chunks
+from cft_jax.training.step import train_loss_chunks
 
 # The windowed-einsum rewrites put their own while loops around matmuls (their bodies would be
 # counted once too); turning them off changes the schedule, not the memory.
@@ -110,12 +110,12 @@ def rebuild(
         return {k: (high[loop][k] - low[k]) / added for k in COSTS}
 
     layer = body("layers", low_copies("micro_batches"))
-    chunk = body("vocab_chunks", low_copies("micro_batches"))
-    inner = {k: low_copies("layers") * layer[k] + low_copies("vocab_chunks") * chunk[k] for k in COSTS}
+    chunk = body("loss_chunks", low_copies("micro_batches"))
+    inner = {k: low_copies("layers") * layer[k] + low_copies("loss_chunks") * chunk[k] for k in COSTS}
     micro = (
         {k: v - inner[k] for k, v in body("micro_batches", 1).items()} if trips.micro_batches > 1 else zero
     )
-    a, n_layers, n_chunks = trips.micro_batches, trips.layers, trips.vocab_chunks
+    a, n_layers, n_chunks = trips.micro_batches, trips.layers, trips.loss_chunks
     whole = {
         k: base[k] + (a - 1) * micro[k] + (a * n_layers - 1) * layer[k] + (a * n_chunks - 1) * chunk[k]
         for k in COSTS
@@ -126,8 +126,11 @@ def rebuild(
 
 def whole_step_cost(config: TrainConfig, model_config: ModelConfig, target: Target) -> StepCost:
     """Compiles the step 3-5 times for `target` and rebuilds its whole cost (module docstring)."""
-    chunks, _ = vocab_chunks(model_config.vocab_size, config.training.vocab_chunk)
-    trips = Unroll(model_config.num_layers, chunks, config.training.accumulation_steps)
+    t = config.training
+    data, fsdp, tensor = resolve_mesh(config.mesh, target.num_devices)
+    local_tokens = t.global_batch // t.accumulation_steps // (data * fsdp) * config.data.seq_len
+    chunks = train_loss_chunks(model_config.vocab_size, t.vocab_chunk, local_tokens, fsdp, tensor)
+    trips = Unroll(model_config.num_layers, chunks, t.accumulation_steps)
 
     def compiled(unroll: Unroll) -> AotReport:
         return compile_for(config, model_config, target, unroll=unroll, compiler_options=NO_WINDOWED_EINSUM)

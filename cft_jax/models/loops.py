@@ -2,7 +2,7 @@
 
 The compiler's cost model counts a while loop's body once, whatever its trip count, so
 `cft_jax.aot.cost` compiles the step again with one loop unrolled by 2 and takes the difference: the
-cost of one iteration. The three loops: the scanned decoder layers, the vocabulary chunks of the
+cost of one iteration. The three loops: the scanned decoder layers, the chunks of the
 loss, and the gradient-accumulation micro-batches. Training never sets this.
 """
 
@@ -19,7 +19,7 @@ class Unroll:
     """Unroll factor of each loop (1: a plain while loop; a loop's trip count: fully unrolled)."""
 
     layers: int = 1
-    vocab_chunks: int = 1
+    loss_chunks: int = 1
     micro_batches: int = 1
 
 

@@ -23,6 +23,7 @@ from flax import nnx
 
 from cft_jax.models.loops import unroll
 from cft_jax.models.sharding import constrain, constrain_state
+from cft_jax.training import vocab_parallel_loss
 
 Batch = dict[str, jax.Array]
 
@@ -39,6 +40,15 @@ def vocab_chunks(vocab: int, chunk: int) -> tuple[int, int]:
     """(full chunks, columns left over): the loss computes each of the `vocab` columns exactly once."""
     chunk = min(chunk, vocab)
     return vocab // chunk, vocab % chunk
+
+
+def train_loss_chunks(vocab: int, vocab_chunk: int, local_tokens: int, fsdp: int, tensor: int) -> int:
+    """Trip count of the train step's loss loop on a (data, fsdp, tensor) mesh, `local_tokens` per
+    device per micro-batch: token chunks where the vocabulary splits over fsdp x tensor (`summed_loss`
+    with `for_gradient`), else vocabulary chunks. What `cft_jax.aot.cost` multiplies the loop body by."""
+    if vocab % (fsdp * tensor) == 0:
+        return vocab_parallel_loss.token_chunks(local_tokens, vocab, vocab_chunk, fsdp, fsdp * tensor)
+    return vocab_chunks(vocab, vocab_chunk)[0]
 
 
 def _split_kernel(kernel: jax.Array, chunk: int, dtype: jnp.dtype) -> tuple[jax.Array, jax.Array | None]:
@@ -82,7 +92,7 @@ def _forward(hidden: jax.Array, kernel: jax.Array, targets: jax.Array, chunk: in
 
     init = tuple(jnp.full(targets.shape, value, jnp.float32) for value in (-jnp.inf, 0.0, 0.0))
     starts = jnp.arange(chunks.shape[0]) * width
-    carry, _ = jax.lax.scan(accumulate, init, (chunks, starts), unroll=unroll().vocab_chunks)
+    carry, _ = jax.lax.scan(accumulate, init, (chunks, starts), unroll=unroll().loss_chunks)
     if rest is not None:
         carry, _ = accumulate(carry, (rest, chunks.shape[0] * width))
     running_max, running_sum, target_logit = carry
@@ -127,7 +137,7 @@ def _nll_bwd(chunk, residuals, cotangent):
 
     d_hidden = constrain(jnp.zeros(hidden.shape, jnp.float32), HIDDEN_AXES)
     starts = jnp.arange(chunks.shape[0]) * width
-    d_hidden, d_chunks = jax.lax.scan(gradients, d_hidden, (chunks, starts), unroll=unroll().vocab_chunks)
+    d_hidden, d_chunks = jax.lax.scan(gradients, d_hidden, (chunks, starts), unroll=unroll().loss_chunks)
     # [chunks, hidden, chunk] -> [hidden, chunks * chunk], then the remainder's columns.
     d_kernel = [d_chunks.swapaxes(0, 1).reshape(kernel.shape[0], -1)]
     if rest is not None:
@@ -153,13 +163,24 @@ def next_token_targets(batch: Batch) -> tuple[jax.Array, jax.Array]:
     return targets, weights.astype(jnp.float32)
 
 
-def summed_loss(model: nnx.Module, batch: Batch, vocab_chunk: int) -> tuple[jax.Array, jax.Array]:
-    """(sum of masked target-token NLLs, number of target tokens) for one (micro-)batch, both fp32 scalars."""
+def summed_loss(
+    model: nnx.Module, batch: Batch, vocab_chunk: int, *, for_gradient: bool = False
+) -> tuple[jax.Array, jax.Array]:
+    """(sum of masked target-token NLLs, number of target tokens) for one (micro-)batch, both fp32 scalars.
+
+    `for_gradient`: the loss about to be differentiated takes its gradient in the forward pass
+    (`vocab_parallel_loss`: each logit computed once instead of twice), where the vocabulary splits
+    evenly over the mesh; the held-out loss, never differentiated, streams vocabulary chunks.
+    """
     hidden = model.hidden_states(
         batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"]
     )
     kernel = model.unembed_kernel()
     targets, weights = next_token_targets(batch)
+    if for_gradient and vocab_parallel_loss.fits(kernel.shape[1], jax.sharding.get_abstract_mesh()):
+        return vocab_parallel_loss.weighted_nll_sum(
+            hidden, kernel, targets, weights, vocab_chunk
+        ), weights.sum()
     nll = chunked_token_nll(hidden, kernel, targets, min(vocab_chunk, kernel.shape[1]))
     return (nll * weights).sum(), weights.sum()
 
@@ -210,7 +231,7 @@ def loss_and_grads(
     """
 
     def micro_loss(p: nnx.State, micro: Batch) -> tuple[jax.Array, jax.Array]:
-        return summed_loss(nnx.merge(graphdef, p, rest), micro, vocab_chunk)
+        return summed_loss(nnx.merge(graphdef, p, rest), micro, vocab_chunk, for_gradient=True)
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
     layers_cast = layers_in_compute_dtype(params, nnx.merge(graphdef, params, rest).compute_dtype)

@@ -30,7 +30,7 @@ from cft_jax.models.loops import Unroll
 from tests.aot.conftest import TINY
 
 FIVE_LAYERS = {**TINY, "num_hidden_layers": 5}
-FIELDS = ("micro_batches", "layers", "vocab_chunks")
+FIELDS = ("micro_batches", "layers", "loss_chunks")
 
 
 @pytest.mark.slow
@@ -55,7 +55,7 @@ def test_rebuilt_whole_step_flops_equal_the_fully_unrolled_compile():
         config,
         model,
         target,
-        unroll=Unroll(layers=5, vocab_chunks=5, micro_batches=3),
+        unroll=Unroll(layers=5, loss_chunks=5, micro_batches=3),
         compiler_options=NO_WINDOWED_EINSUM,
     )
     assert cost.whole["flops"] == pytest.approx(unrolled.cost["flops"], rel=0.02)
@@ -76,7 +76,7 @@ def test_rebuild_ignores_what_unrolling_changes_around_the_loops():
         return dict.fromkeys(COSTS, value)
 
     for trips in (Unroll(28, 9, 4), Unroll(30, 1, 1), Unroll(5, 3, 3), Unroll(2, 7, 6)):
-        expected = outside + trips.micro_batches * (micro + trips.layers * layer + trips.vocab_chunks * chunk)
+        expected = outside + trips.micro_batches * (micro + trips.layers * layer + trips.loss_chunks * chunk)
         low = low_unroll(trips)
         high = {
             f: program(dataclasses.replace(low, **{f: HIGH_UNROLL}), trips)
