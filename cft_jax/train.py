@@ -261,6 +261,10 @@ def start(config: TrainConfig) -> tuple[Run, int, nnx.State, Any]:
         jsonl=config.logging.jsonl,
         tensorboard=config.logging.tensorboard,
         progress_bar=config.logging.progress_bar,
+        wandb_project=config.logging.wandb_project,
+        wandb_entity=config.logging.wandb_entity,
+        wandb_run_name=config.logging.wandb_run_name,
+        run_config=config.to_dict(),
     )
     eval_iter = data_iterator(config, "eval") if policy.eval_every else None
     run = Run(config, workdir, model_config, step_fn, policy, meter, writer, checkpointer, train_iter,
