@@ -126,14 +126,14 @@ class TrainingSection:
 class MeshSection:
     """Device mesh axes (`cft_jax.models.sharding.make_mesh`); -1 = all remaining devices."""
 
-    data: int = 1  # data-parallel replicas (each holds a full copy of the sharded state)
+    data: int = 1  # data-parallel groups, each with its own copy of the state (sharded over fsdp x tensor)
     fsdp: int = -1  # devices the parameters and optimizer state are sharded over
     tensor: int = 1  # devices each layer's matmuls are split over
 
 
 @dataclasses.dataclass
 class CheckpointSection:
-    every_steps: int = 100  # 0 = only at the end
+    every_steps: int = 100  # a resumable checkpoint every N updates; 0 = only at the end
     keep: int = 3  # the newest N stay on disk
     async_save: bool = True  # write checkpoints in the background while training goes on
     resume: bool = True  # continue from the newest checkpoint in workdir
