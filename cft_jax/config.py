@@ -1,9 +1,12 @@
-"""The trainer's configuration: one typed schema, Python config files, command-line overrides.
+"""The trainer's configuration: one typed schema, Python or YAML config files, command-line overrides.
 
 A config file is Python with a `get_config()` returning a nested dict (or an ml_collections
-ConfigDict) of the keys it sets; every other key keeps the default below. The command line overrides
-single keys: `--config.optimizer.lr=2e-6`. Loading checks every key and value and raises one
-`ConfigError` listing each bad key by its dotted name, with the fix.
+ConfigDict) of the keys it sets, or YAML (`.yaml` / `.yml`) holding the same nested mapping; every
+other key keeps the default below. The command line overrides single keys: `--config.optimizer.lr=2e-6`,
+a list as `a,b`, JSON or a Python literal. Loading checks every key and value and raises one
+`ConfigError` listing each bad key by its dotted name (and its line, in a YAML file), with the fix;
+an unknown key is answered with the key it most likely meant, also for the names other trainers use
+(`learning_rate` -> `optimizer.lr`).
 
 Loading reads no file but the config itself: whether the checkpoint, the tokenizer and the data are
 there and agree with each other is `cft_jax.training.preflight`'s question, asked before training.
@@ -15,10 +18,14 @@ import ast
 import dataclasses
 import difflib
 import importlib.util
+import json
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 from cft_jax.errors import InputError
 from cft_jax.models.sharding import mesh_shape
@@ -53,34 +60,34 @@ class DataConfig:
     # Files: .jsonl/.json, .parquet/.arrow, datasets save_to_disk dirs, .array_record, tfds:NAME[:SPLIT],
     # or the output of `python -m cft_jax.data prepare` (then format/template/tokenizer come from it).
     train_paths: tuple[str, ...] = ()
-    eval_paths: tuple[str, ...] = ()
+    eval_paths: tuple[str, ...] = ()  # held-out files (the same kinds), for evaluation.every_steps
     format: Literal["auto", "cft", "solution", "alpaca", "messages", "conversations"] = "auto"  # data.records
-    tfds_data_dir: str | None = None
+    tfds_data_dir: str | None = None  # where the tfds: builders are prepared; None = TFDS's default
     # What trains: cft = [question; solution] -> critique; sft = question -> solution.
     objective: Literal["cft", "sft"] = "cft"
-    sft_only_correct: bool = False
+    sft_only_correct: bool = False  # with objective sft: only the solutions marked is_correct
     # Rendering (cft_jax.data.templates); system_prompt overrides the template's.
     template: Literal["chatml", "qwen25_math", "llama3", "raw", "tokenizer"] = "chatml"
-    system_prompt: str | None = None
+    system_prompt: str | None = None  # None = the template's own
     # ChatML on a tokenizer without ChatML tokens (DeepSeek, Llama), as the CFT paper's LLaMA-Factory
     # runs did: <|im_end|> added as a new special token that becomes eos (id = the tokenizer's size,
     # which must be < the model's vocab_size), <|im_start|> tokenized as plain text
     # (assets.tokenizers.with_im_end_eos). Off: such a tokenizer is refused.
     chatml_add_im_end: bool = False
     tokenizer: str = "qwen2.5"  # a shipped tokenizer name or a directory (local or gs://)
-    seq_len: int = 2048
+    seq_len: int = 2048  # tokens per training row (prompt + target)
     length_policy: Literal["truncate", "drop", "fail"] = "truncate"  # cft_jax.data.length
-    packing: bool = False
-    packing_buffer: int = 256
-    pad_id: int = 0
-    shuffle: bool = True
-    seed: int = 0
+    packing: bool = False  # several examples per row (first-fit decreasing), attention kept apart
+    packing_buffer: int = 256  # examples sorted and packed together
+    pad_id: int = 0  # the padding token (masked out, never trained on)
+    shuffle: bool = True  # a new permutation of the examples each epoch
+    seed: int = 0  # the shuffle's
     epochs: int | None = 1  # None: repeat forever
     num_workers: int = 0  # worker processes (Grain mp_prefetch); 0 = in the calling process
-    worker_buffer_size: int = 4
-    skip_bad: bool = False
+    worker_buffer_size: int = 4  # batches each worker prepares ahead
+    skip_bad: bool = False  # bad records go to rejects_path instead of stopping the run
     rejects_path: str | None = None  # where skipped records go (JSONL); required with skip_bad
-    max_record_chars: int = 1_000_000
+    max_record_chars: int = 1_000_000  # longer records are bad input
     # Multi-turn conversations: the loss on every assistant turn, or on the last one only.
     train_on: Literal["all_assistant", "last_assistant"] = "all_assistant"
     # Mixing: one weight per train path, each path a source drawn from in these proportions (Grain's
@@ -95,15 +102,15 @@ class DataConfig:
 class OptimizerSection:
     """AdamW, global-norm clipping and the learning-rate schedule (`cft_jax.training.optimizer`)."""
 
-    lr: float = 5e-6
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 0.0
+    lr: float = 5e-6  # the peak learning rate
+    b1: float = 0.9  # AdamW's first-moment decay
+    b2: float = 0.999  # AdamW's second-moment decay
+    eps: float = 1e-8  # AdamW's denominator epsilon
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
     clip_norm: float = 1.0  # <= 0: no clipping
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"  # the decay after the linear warm-up
     warmup_ratio: float = 0.1  # used when warmup_steps < 0
-    warmup_steps: int = -1
+    warmup_steps: int = -1  # linear warm-up updates; < 0 = warmup_ratio of the run
     min_lr_ratio: float = 0.0  # the decay ends at min_lr_ratio * lr
     # AdamW's first moment; "param" = the parameter dtype. The second moment always stays in the parameter
     # dtype: bf16 cannot hold its b2 = 0.999 decay (0.999 * nu rounds back to nu).
@@ -119,7 +126,7 @@ class TrainingSection:
     accumulation_steps: int = 1  # micro-batches per update (each global_batch / accumulation_steps)
     max_steps: int = 0  # updates in the run (the schedule's length); 0 = data.epochs over the data
     halt_at_step: int = 0  # stop after checkpointing at this step, schedule unchanged; 0 = run to the end
-    seed: int = 0
+    seed: int = 0  # a random init's parameters, and the RNG key checkpoints record
     vocab_chunk: int = 16384  # vocabulary columns per cross-entropy chunk
 
 
@@ -127,16 +134,16 @@ class TrainingSection:
 class MeshSection:
     """Device mesh axes (`cft_jax.models.sharding.make_mesh`); -1 = all remaining devices."""
 
-    data: int = 1
-    fsdp: int = -1
-    tensor: int = 1
+    data: int = 1  # data-parallel groups, each with its own copy of the state (sharded over fsdp x tensor)
+    fsdp: int = -1  # devices the parameters and optimizer state are sharded over
+    tensor: int = 1  # devices each layer's matmuls are split over
 
 
 @dataclasses.dataclass
 class CheckpointSection:
-    every_steps: int = 100  # 0 = only at the end
+    every_steps: int = 100  # a resumable checkpoint every N updates; 0 = only at the end
     keep: int = 3  # the newest N stay on disk
-    async_save: bool = True
+    async_save: bool = True  # write checkpoints in the background while training goes on
     resume: bool = True  # continue from the newest checkpoint in workdir
 
 
@@ -149,17 +156,22 @@ class EvaluationSection:
 @dataclasses.dataclass
 class ExportSection:
     every_steps: int = 0  # HF export every N updates; 0 = never during the run
-    at_end: bool = True
-    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    at_end: bool = True  # HF export of the final step
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"  # of the exported weights
 
 
 @dataclasses.dataclass
 class LoggingSection:
-    every_steps: int = 1
+    every_steps: int = 1  # metrics every N updates
     jsonl: bool = True  # workdir/metrics.jsonl
     tensorboard: bool = True  # workdir/tensorboard
-    progress_bar: bool = True
+    progress_bar: bool = True  # tqdm on the console; off: one line per logged step
     peak_flops_per_device: float = 0.0  # for MFU; 0 = look the device kind up (unknown kinds: no MFU)
+    # Weights & Biases project to log the same scalars and the config to, "" = none (`pip install
+    # 'cft_jax[wandb]'`). The API key comes from the environment (WANDB_API_KEY or `wandb login`) only.
+    wandb_project: str = ""
+    wandb_entity: str = ""  # the W&B team or user to log under; "" = the API key's default entity
+    wandb_run_name: str = ""  # "" = a name W&B picks; a resumed run keeps its W&B run (workdir/wandb_run_id)
 
 
 @dataclasses.dataclass
@@ -189,6 +201,9 @@ def config_module(path: str | Path) -> Any:
     return module
 
 
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
 def load_config(
     path: str | Path,
     overrides: list[str] = (),
@@ -196,25 +211,80 @@ def load_config(
     num_devices: int | None = None,
     model_shape: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Reads `path`'s `get_config()`, applies `--config.KEY=VALUE` overrides, validates everything.
+    """Reads `path` (Python's `get_config()`, or YAML), applies `--config.KEY=VALUE` overrides, validates.
 
     With `num_devices` the mesh is resolved too and the batch checked against it. `model_shape` (an
     HF config.json's keys, e.g. `cft_jax.models.shapes.SHAPES[name]`) replaces the model to load by
     its architecture alone: for planning and compiling a run before its weights are downloaded.
     """
     path = Path(path)
-    module = config_module(path)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"{path}: defines no get_config(); it must return a dict of config keys")
-    values = module.get_config()
-    if hasattr(values, "to_dict"):
-        values = values.to_dict()
+    if path.suffix in YAML_SUFFIXES:
+        values, lines = read_yaml(path)
+    else:
+        values, lines = python_values(path), {}
     if model_shape is not None:
         values = {
             **values,
             "model": {**values.get("model", {}), "hf_path": "", "init_config": dict(model_shape)},
         }
-    return build_config(values, overrides, source=str(path), num_devices=num_devices)
+    return build_config(values, overrides, source=str(path), num_devices=num_devices, lines=lines)
+
+
+def python_values(path: Path) -> dict[str, Any]:
+    """The nested dict a Python config file's `get_config()` returns."""
+    module = config_module(path)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path}: defines no get_config(); it must return a dict of config keys")
+    values = module.get_config()
+    return values.to_dict() if hasattr(values, "to_dict") else values
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `5e-6` as a float as YAML 1.2 and Python do (YAML 1.1, which PyYAML
+    implements, needs a dot: `5.0e-6`; without this a learning rate would load as a string)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """(the nested values, each dotted key's line) of a YAML config file: the same keys as `get_config()`."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    text = path.read_text()
+    try:
+        root = yaml.compose(text, Loader=_YamlLoader)
+        values = yaml.load(text, Loader=_YamlLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {e.problem or e.context}") from None
+    if values is None:
+        return {}, {}
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"{path}:{root.start_mark.line + 1}: the file must be a mapping of sections "
+            "(model:, data:, optimizer:, training:, ...)"
+        )
+    lines: dict[str, int] = {}
+    _key_lines(root, "", lines, path)
+    return values, lines
+
+
+def _key_lines(node: yaml.MappingNode, prefix: str, lines: dict[str, int], path: Path) -> None:
+    """Fills `lines` with the line of every key under `node`; a key given twice is refused (YAML would
+    silently keep the last)."""
+    for key_node, value_node in node.value:
+        key, line = f"{prefix}{key_node.value}", key_node.start_mark.line + 1
+        if key in lines:
+            raise ConfigError(f"{path}:{line}: {key}: given twice (first on line {lines[key]}); keep one")
+        lines[key] = line
+        if isinstance(value_node, yaml.MappingNode):
+            _key_lines(value_node, key + ".", lines, path)
 
 
 def build_config(
@@ -223,23 +293,42 @@ def build_config(
     *,
     source: str = "config",
     num_devices: int | None = None,
+    lines: dict[str, int] | None = None,
 ) -> TrainConfig:
-    """Defaults <- `values` (nested dict) <- `overrides` ("a.b=v" strings, with or without `--config.`)."""
+    """Defaults <- `values` (nested dict) <- `overrides` ("a.b=v" strings, with or without `--config.`).
+
+    `lines` (dotted key -> line in `source`, from a YAML file) puts `source:line:` before each error of
+    a key the file set and no override replaced.
+    """
     config = TrainConfig()
     errors: list[str] = []
     for key, value in _flatten(values):
         _assign(config, key, value, from_text=False, errors=errors)
+    overridden = set()
     for override in overrides:
         key, sep, text = override.removeprefix("--config.").partition("=")
         if not sep:
             errors.append(f"override {override!r}: write --config.KEY=VALUE")
             continue
+        overridden.add(key)
         _assign(config, key, text, from_text=True, errors=errors)
     # Keys that failed above kept their defaults, so the value checks below still see a typed config.
     errors += validate(config, num_devices=num_devices)
     if errors:
+        lines = {**(lines or {}), **dict.fromkeys(overridden)}  # an override's error is not the file's
+        errors = [_located(error, source, lines) for error in errors]
         raise ConfigError(f"{source}: {len(errors)} bad config value(s):\n  " + "\n  ".join(errors))
     return config
+
+
+def _located(error: str, source: str, lines: dict[str, int]) -> str:
+    """`error` (which starts with the dotted key it is about) as `source:line: error` where the line of
+    the key, or of the section it is in, is known (None: an override set it)."""
+    key = re.match(r"[\w.]*", error).group()
+    while key and key not in lines:
+        key = key.rpartition(".")[0]
+    line = lines.get(key)
+    return f"{source}:{line}: {error}" if line else error
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -273,14 +362,15 @@ def _assign(config: TrainConfig, key: str, value: Any, *, from_text: bool, error
             entry[name] = _parse_text(value, Any) if from_text else value
             return
         if section not in fields or not dataclasses.is_dataclass(getattr(target, section)):
-            errors.append(
-                _unknown(".".join(sections[: depth + 1]), target, prefix=".".join(sections[:depth]))
-            )
+            errors.append(_unknown(".".join(sections[: depth + 1]), target, ".".join(sections[:depth]), key))
             return
         target = getattr(target, section)
     fields = _fields(target)
+    if not sections and name in fields:
+        errors.append(f"{key}={value!r}: a section, not a value; set its keys ({key}.KEY, or a mapping)")
+        return
     if not sections or name not in fields:
-        errors.append(_unknown(key, target, prefix=".".join(sections)))
+        errors.append(_unknown(key, target, ".".join(sections), key))
         return
     try:
         setattr(target, name, _coerce(value, fields[name], from_text=from_text))
@@ -288,11 +378,97 @@ def _assign(config: TrainConfig, key: str, value: Any, *, from_text: bool, error
         errors.append(f"{key}={value!r}: {e}")
 
 
-def _unknown(key: str, target: Any, prefix: str) -> str:
+# What other trainers (Hugging Face TrainingArguments, LLaMA-Factory, ms-swift, Axolotl) call a key, for
+# the hint an unknown key gets: their name -> the key here, and a note where the meaning differs.
+COMMON_NAMES = {
+    "learning_rate": "optimizer.lr",
+    "lr_scheduler_type": "optimizer.schedule",
+    "warmup_ratio": "optimizer.warmup_ratio",
+    "warmup_steps": "optimizer.warmup_steps",
+    "weight_decay": "optimizer.weight_decay",
+    "max_grad_norm": "optimizer.clip_norm",
+    "adam_beta1": "optimizer.b1",
+    "adam_beta2": "optimizer.b2",
+    "adam_epsilon": "optimizer.eps",
+    "per_device_train_batch_size": "training.global_batch (sequences per update over all devices: "
+    "per-device batch x devices x accumulation_steps)",
+    "train_batch_size": "training.global_batch",
+    "global_batch_size": "training.global_batch",
+    "batch_size": "training.global_batch",
+    "gradient_accumulation_steps": "training.accumulation_steps",
+    "num_train_epochs": "data.epochs",
+    "num_epochs": "data.epochs",
+    "max_steps": "training.max_steps",
+    "output_dir": "training.workdir",
+    "cutoff_len": "data.seq_len",
+    "max_seq_length": "data.seq_len",
+    "max_length": "data.seq_len",
+    "sequence_len": "data.seq_len",
+    "model_max_length": "data.seq_len",
+    "model_name_or_path": "model.hf_path",
+    "dataset": "data.train_paths",
+    "train_file": "data.train_paths",
+    "eval_dataset": "data.eval_paths",
+    "validation_file": "data.eval_paths",
+    "dataset_dir": "data.train_paths",
+    "bf16": "model.compute_dtype ('bfloat16')",
+    "gradient_checkpointing": "model.remat",
+    "flash_attn": "model.attention_impl",
+    "preprocessing_num_workers": "data.num_workers",
+    "dataloader_num_workers": "data.num_workers",
+    "save_steps": "checkpoint.every_steps",
+    "save_total_limit": "checkpoint.keep",
+    "resume_from_checkpoint": "checkpoint.resume",
+    "eval_steps": "evaluation.every_steps",
+    "logging_steps": "logging.every_steps",
+    "report_to": "logging.wandb_project (W&B), logging.tensorboard",
+    "run_name": "logging.wandb_run_name",
+    "neat_packing": "data.packing",
+}
+
+
+def _unknown(key: str, target: Any, prefix: str, full_key: str) -> str:
+    """`key: unknown config key; did you mean ...?`: the key in `target` (at `prefix`) that `key` most
+    likely meant; `full_key` is the whole dotted key given, of which `key` may be the first sections."""
     known = [f"{prefix}.{name}" if prefix else name for name in _fields(target)]
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"known keys here: {', '.join(known)}"
+    hint = _suggestion(key, known, full_key)
+    hint = f"did you mean {hint}?" if hint else f"known keys here: {', '.join(known)}"
     return f"{key}: unknown config key; {hint}"
+
+
+def _suggestion(key: str, known: list[str], full_key: str) -> str | None:
+    """A misspelt section first; then the key's last component as another trainer names it
+    (`training.learning_rate` -> optimizer.lr) or as a key of another section (`training.lr` ->
+    optimizer.lr); then the closest name anywhere (this section's first); then the closest key here."""
+    section_typo = key != full_key
+    close = difflib.get_close_matches(key, known, n=1)
+    if close and section_typo:
+        return repr(close[0])
+    name = full_key.rpartition(".")[2]
+    if name in COMMON_NAMES:
+        target, _, note = COMMON_NAMES[name].partition(" ")
+        return f"{target!r}" + (f" {note}" if note else "")
+    everywhere = _all_keys()
+    elsewhere = [k for k in everywhere if k.rpartition(".")[2] == name]
+    if elsewhere:
+        return " or ".join(map(repr, elsewhere))
+    names = sorted({k.rpartition(".")[2] for k in everywhere} | set(COMMON_NAMES))
+    near = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    if near and near[0] in COMMON_NAMES:
+        return repr(COMMON_NAMES[near[0]].partition(" ")[0])
+    if near:
+        matches = [k for k in everywhere if k.rpartition(".")[2] == near[0]]
+        return " or ".join(map(repr, [k for k in matches if k in known] or matches))
+    return repr(close[0]) if close else None
+
+
+def _all_keys() -> list[str]:
+    """Every `section.key` of the schema."""
+    return [
+        f"{section}.{name}"
+        for section, kind in typing.get_type_hints(TrainConfig).items()
+        for name in typing.get_type_hints(kind)
+    ]
 
 
 def _coerce(value: Any, annotation: Any, *, from_text: bool) -> Any:
@@ -312,15 +488,50 @@ def _coerce(value: Any, annotation: Any, *, from_text: bool) -> Any:
                 continue
         raise TypeError(f"must be {annotation}")
     base = origin or annotation
-    if from_text and base is not str:
+    if from_text and base in (list, tuple):
+        value = _parse_sequence(value)
+    elif from_text and base is not str:
         value = _parse_text(value, base)
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if base in (list, tuple) and isinstance(value, (list, tuple)):
-        return base(value)
+        return base(_coerce_items(value, args, from_text=from_text))
     if base is Any or (isinstance(value, base) and not (base is int and isinstance(value, bool))):
         return value
     raise TypeError(f"must be {getattr(base, '__name__', base)}, got {type(value).__name__}")
+
+
+def _coerce_items(values: list | tuple, args: tuple, *, from_text: bool) -> list:
+    """Each item of a list or tuple as its annotation's item type (`tuple[str, ...]`, `list[float]`)."""
+    if not args:
+        return list(values)
+    if len(args) == 1 or args[1] is Ellipsis:
+        args = (args[0],) * len(values)
+    elif len(args) != len(values):
+        raise ValueError(f"must have {len(args)} items, got {len(values)}")
+    items = []
+    for index, (value, annotation) in enumerate(zip(values, args, strict=True)):
+        try:
+            items.append(_coerce(value, annotation, from_text=from_text and isinstance(value, str)))
+        except (TypeError, ValueError, SyntaxError) as e:
+            raise type(e)(f"item {index} ({value!r}): {e}") from None
+    return items
+
+
+def _parse_sequence(text: str) -> list:
+    """A list from the command line: `a,b` (items read as the field's item type), or in brackets as JSON
+    (`["a", "b"]`) or a Python literal (`('a',)`)."""
+    text = text.strip()
+    if not text.startswith(("[", "(")):
+        return [item.strip() for item in text.split(",")] if text else []
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    raise ValueError(f'cannot read {text!r} as a list: write a,b or JSON ["a", "b"]')
 
 
 def _parse_text(text: str, base: type) -> Any:
@@ -336,6 +547,14 @@ def _parse_text(text: str, base: type) -> Any:
         if base is Any:
             return text
         raise ValueError(f"cannot read {text!r} as a {getattr(base, '__name__', base)} literal") from None
+
+
+def installed(module: str) -> bool:
+    """Whether `module` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # sys.modules[module] is None: its import is blocked
+        return False
 
 
 def resolve_mesh(mesh: MeshSection, num_devices: int) -> tuple[int, int, int]:
@@ -436,6 +655,11 @@ def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str
         errors.append(
             f"training.accumulation_steps={t.accumulation_steps}: "
             f"must divide training.global_batch={t.global_batch}"
+        )
+    if config.logging.wandb_project and not installed("wandb"):
+        errors.append(
+            f"logging.wandb_project={config.logging.wandb_project!r}: W&B is not installed; "
+            "pip install 'cft_jax[wandb]', or set logging.wandb_project=''"
         )
     if num_devices is not None and not errors:
         try:

@@ -1,5 +1,7 @@
 """`python -m cft_jax.train --config FILE [--config.KEY=VALUE ...] [--dry_run]`: the CFT trainer.
 
+FILE is Python (`get_config()`) or YAML; `--help` lists every config key with its type and default.
+
 Read top to bottom: config -> mesh -> model (HF weights or random init) -> data -> optimizer ->
 shardings -> one jitted train step (explicit in/out shardings, donated state) -> restore the newest
 checkpoint -> loop (metrics, held-out loss, checkpoints, HF exports) -> final checkpoint and export.
@@ -48,6 +50,7 @@ from cft_jax.training.checkpoint import (
     abstract_with_shardings,
     data_fingerprints,
 )
+from cft_jax.training.config_help import config_help
 from cft_jax.training.loop import Policy, StepMeter
 from cft_jax.training.preflight import preflight
 from cft_jax.training.state import TrainStep, decoder_options, global_batch, init_params
@@ -258,6 +261,10 @@ def start(config: TrainConfig) -> tuple[Run, int, nnx.State, Any]:
         jsonl=config.logging.jsonl,
         tensorboard=config.logging.tensorboard,
         progress_bar=config.logging.progress_bar,
+        wandb_project=config.logging.wandb_project,
+        wandb_entity=config.logging.wandb_entity,
+        wandb_run_name=config.logging.wandb_run_name,
+        run_config=config.to_dict(),
     )
     eval_iter = data_iterator(config, "eval") if policy.eval_every else None
     run = Run(config, workdir, model_config, step_fn, policy, meter, writer, checkpointer, train_iter,
@@ -336,8 +343,17 @@ def dry_run_report(config: TrainConfig, num_devices: int) -> str:
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """(flags, `--config.KEY=VALUE` overrides)."""
-    parser = argparse.ArgumentParser(prog="python -m cft_jax.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(DEMO_CONFIG), help="Python config file with get_config()")
+    parser = argparse.ArgumentParser(
+        prog="python -m cft_jax.train",
+        description=__doc__.splitlines()[0],
+        epilog=config_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the key list is laid out already
+    )
+    parser.add_argument(
+        "--config",
+        default=str(DEMO_CONFIG),
+        help="config file: Python with get_config(), or YAML (.yaml/.yml) with the same nested keys",
+    )
     parser.add_argument("--dry_run", action="store_true", help="print the plan and exit")
     parser.add_argument("--dry_run_devices", type=int, default=0, help="plan for this many devices")
     parser.add_argument(

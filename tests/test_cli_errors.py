@@ -168,6 +168,14 @@ CASES: list[Case] = [
         lambda t: "training.globl_batch: unknown config key; did you mean 'training.global_batch'?",
     ),
     (
+        "train-yaml-bad-key",
+        "cft_jax.train",
+        lambda t: ["--config", str(write_lines(t / "run.yaml", ["training:", "  learning_rate: 1e-5"]))],
+        lambda t: (
+            f"{t / 'run.yaml'}:2: training.learning_rate: unknown config key; did you mean 'optimizer.lr'?"
+        ),
+    ),
+    (
         "train-bad-record",
         "cft_jax.train",
         lambda t: [

@@ -1,4 +1,4 @@
-"""Training metrics: throughput and MFU, and the console / JSONL / TensorBoard writers.
+"""Training metrics: throughput and MFU, and the console / JSONL / TensorBoard / W&B writers.
 
 MFU (model FLOPs utilisation) = achieved model FLOP/s / peak FLOP/s of the devices used:
 
@@ -59,7 +59,7 @@ def mfu(flops_per_token: float, tokens_per_second: float, num_devices: int, peak
 
 
 class MetricsWriter:
-    """Writes scalar metrics to the console (progress bar with ETA), JSONL and TensorBoard.
+    """Writes scalar metrics to the console (progress bar with ETA), JSONL, TensorBoard and W&B.
 
     Only process 0 writes; the others keep the same object so the loop needs no branches.
     `metrics.jsonl` is appended to and flushed per write in a local work dir; in a `gs://` one it is
@@ -67,6 +67,8 @@ class MetricsWriter:
     run finds there. A run resumed at `initial_step` first drops the records of later steps that the
     crashed run had written past its last checkpoint (`truncate_jsonl`), so the resumed run's records
     replace them and no step appears twice; TensorBoard purges the same steps (`purge_step`).
+    With `wandb_project` the same scalars go to a W&B run whose config is `run_config`
+    (`cft_jax.training.wandb_sink`, imported only then).
     """
 
     def __init__(
@@ -78,13 +80,17 @@ class MetricsWriter:
         jsonl: bool,
         tensorboard: bool,
         progress_bar: bool,
+        wandb_project: str = "",
+        wandb_entity: str = "",
+        wandb_run_name: str = "",
+        run_config: dict[str, Any] | None = None,
     ):
         self.enabled = jax.process_index() == 0
         workdir = epath.Path(workdir)
         self._jsonl: epath.Path | None = None
         self._jsonl_text = ""  # the whole file, kept only for a remote (gs://) work dir
         self._jsonl_file = None  # the append handle, for a local work dir
-        self._tensorboard = self._bar = None
+        self._tensorboard = self._bar = self._wandb = None
         if not self.enabled:
             return
         workdir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +107,17 @@ class MetricsWriter:
             # Events of steps after initial_step, from a run that crashed past its last checkpoint, are
             # hidden by TensorBoard: the resumed run writes those steps again.
             self._tensorboard = SummaryWriter(str(workdir / "tensorboard"), purge_step=initial_step + 1)
+        if wandb_project:
+            from cft_jax.training.wandb_sink import WandbSink
+
+            self._wandb = WandbSink(
+                workdir,
+                project=wandb_project,
+                entity=wandb_entity,
+                name=wandb_run_name,
+                config=run_config,
+                initial_step=initial_step,
+            )
         if progress_bar:
             from tqdm import tqdm
 
@@ -121,6 +138,8 @@ class MetricsWriter:
         if self._tensorboard is not None:
             for name, value in metrics.items():
                 self._tensorboard.add_scalar(name, value, step)
+        if self._wandb is not None:
+            self._wandb.write(step, metrics)
         if self._bar is not None:
             self._bar.update(advance)
             shown = {
@@ -131,7 +150,7 @@ class MetricsWriter:
             print(f"step {step}: " + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()), flush=True)
 
     def close(self) -> None:
-        for sink in (self._jsonl_file, self._tensorboard, self._bar):
+        for sink in (self._jsonl_file, self._tensorboard, self._wandb, self._bar):
             if sink is not None:
                 sink.close()
 
