@@ -6,9 +6,12 @@ micro-batches are summed first and normalised at the end, so k micro-batches of 
 update as one batch of B even when they hold different numbers of target tokens
 (x1/n1 + x2/n2 is not (x1 + x2)/(n1 + n2)).
 
-The logits are never materialised as one [batch, seq, vocab] array: `chunked_token_nll` streams the
-vocabulary in chunks with an online log-sum-exp, and its custom VJP recomputes each chunk's logits in
-the backward pass, so only the hidden states and one chunk at a time are live.
+The logits are never materialised as one [batch, seq, vocab] array. The train step's loss
+(`vocab_parallel_loss`) splits the LM head's columns over the mesh, streams the tokens in chunks and
+takes the gradient in the forward pass, so each logit is computed once; where the vocabulary does not
+split evenly over the devices, and for the held-out loss, `chunked_token_nll` streams the vocabulary
+in chunks with an online log-sum-exp, and its custom VJP recomputes each chunk's logits in the
+backward pass. Either way only the hidden states and one chunk at a time are live.
 """
 
 from __future__ import annotations
