@@ -1,6 +1,7 @@
 """hf:// ids: models, tokenizers and data fetched by the real huggingface_hub client from a hub on
-127.0.0.1 (tests/hub_server.py) that serves the project's own files: the SmolLM2 checkpoint the
-fixtures convert, the shipped critiques, a tiny checkpoint written here."""
+127.0.0.1 (tests/hub_server.py) that serves the project's own files: the shipped critiques and
+Qwen2.5 tokenizer, a tiny checkpoint exported here. The paper recipe trained from hub ids:
+tests/training/test_recipes_train.py."""
 
 from __future__ import annotations
 
@@ -80,7 +81,9 @@ def test_a_missing_repository_revision_or_file_is_named_with_the_fix(hub, capsys
         model_dir("hf://cft-tests/nowhere")
     with pytest.raises(HubError, match=r"@v9: download failed: no revision 'v9' in the repository"):
         model_dir("hf://cft-tests/weights-only@v9")
-    with pytest.raises(HubError, match=r"weights-only: no config.json at commit [0-9a-f]+: not a transformers"):
+    with pytest.raises(
+        HubError, match=r"weights-only: no config.json at commit [0-9a-f]+: not a transformers"
+    ):
         model_dir("hf://cft-tests/weights-only")
     with pytest.raises(SystemExit) as exit_:
         run_cli(convert_main, ["download", "hf://cft-tests/nowhere"])
@@ -107,29 +110,3 @@ def test_a_dataset_id_reads_its_files_with_the_project_readers(hub, tmp_path):
     out = tmp_path / "mirror"
     run_cli_status = convert_main(["download", f"hf://datasets/{CFT_DATA}/{CRITIQUES}", str(out)])
     assert run_cli_status == 0 and (out / CRITIQUES).read_bytes() == critiques
-
-
-def test_a_hub_model_and_dataset_train_two_steps(hub, tiny_checkpoint, tmp_path):
-    """python -m cft_jax.train with hf:// model and data: downloaded, preflighted, trained, exported."""
-    hub.add_model(TINY, hub.files_of(tiny_checkpoint))
-    hub.add_dataset(CFT_DATA, {CRITIQUES: asset_path("realcritic_critiques").read_bytes()})
-    run = tmp_path / "run"
-    train_main(
-        [
-            "--config", str(CONFIGS / "cpu_demo.py"),
-            "--config.model.init_config={}",
-            f"--config.model.hf_path=hf://{TINY}",
-            f"--config.data.train_paths=('hf://datasets/{CFT_DATA}/{CRITIQUES}',)",
-            "--config.training.max_steps=2",
-            f"--config.training.workdir={run}",
-            "--config.checkpoint.every_steps=0",
-            "--config.checkpoint.async_save=false",
-            "--config.logging.tensorboard=false",
-            "--config.logging.progress_bar=false",
-            "--config.export.at_end=false",
-        ]
-    )  # fmt: skip
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2]
-    # The run's HF assets (what exports carry) are the hub checkpoint's tokenizer files.
-    assert (run / "checkpoints" / "hf" / "tokenizer.json").is_file()

@@ -83,9 +83,13 @@ def test_the_deepseek_recipe_refuses_a_model_without_a_row_for_im_end(tmp_path):
 
 
 def test_the_tokenizer_template_needs_a_tokenizer_with_a_chat_template():
-    config = demo("--config.data.template=tokenizer", "--config.data.tokenizer=llama3")
+    config = demo(
+        "--config.data.template=tokenizer",
+        "--config.data.tokenizer=deepseek_llm",
+        "--config.model.init_config.vocab_size=102400",
+    )
     message = problems(config, data=False)
-    assert "data.template='tokenizer' with data.tokenizer='llama3': " in message
+    assert "data.template='tokenizer' with data.tokenizer='deepseek_llm': " in message
     assert "has no chat template; use template 'chatml' or 'raw', or a tokenizer that has one" in message
 
 
@@ -126,7 +130,7 @@ def test_every_problem_is_listed_at_once(tmp_path):
     config = demo(
         "--config.model.init_config.vocab_size=1000",
         "--config.data.template=tokenizer",
-        "--config.data.tokenizer=llama3",
+        "--config.data.tokenizer=deepseek_llm",
         f"--config.data.train_paths=('{tmp_path / 'nowhere.jsonl'}',)",
     )
     message = problems(config)
