@@ -110,3 +110,34 @@ def test_a_dataset_id_reads_its_files_with_the_project_readers(hub, tmp_path):
     out = tmp_path / "mirror"
     run_cli_status = convert_main(["download", f"hf://datasets/{CFT_DATA}/{CRITIQUES}", str(out)])
     assert run_cli_status == 0 and (out / CRITIQUES).read_bytes() == critiques
+
+
+def _preflight_problems(*overrides: str) -> str:
+    from cft_jax.config import ConfigError, load_config
+    from cft_jax.training.preflight import preflight
+
+    with pytest.raises(ConfigError) as error:
+        preflight(load_config(CONFIGS / "cpu_demo.py", list(overrides)))
+    return str(error.value)
+
+
+def test_a_model_id_the_hub_lacks_is_named_by_preflight(hub):
+    message = _preflight_problems("--config.model.init_config={}", "--config.model.hf_path=hf://Qwen/Qwen9")
+    assert "model.hf_path='hf://Qwen/Qwen9': hf://Qwen/Qwen9: download failed: no such repository" in message
+
+
+def test_a_malformed_model_id_is_named_by_preflight(hub):
+    message = _preflight_problems("--config.model.init_config={}", "--config.model.hf_path=hf://Qwen")
+    assert "model.hf_path='hf://Qwen': hf://Qwen: not a hub id; write hf://OWNER/NAME[@REVISION]" in message
+
+
+def test_a_tokenizer_id_the_hub_lacks_is_named_by_preflight(hub):
+    message = _preflight_problems("--config.data.tokenizer=hf://Qwen/Qwen9")
+    assert "data.tokenizer: hf://Qwen/Qwen9: download failed: no such repository" in message
+
+
+def test_a_dataset_file_the_hub_lacks_is_named_by_preflight(hub):
+    hub.add_dataset(CFT_DATA, {CRITIQUES: asset_path("realcritic_critiques").read_bytes()})
+    missing = f"hf://datasets/{CFT_DATA}/WebInstruct-CFT-600K.json"
+    message = _preflight_problems(f"--config.data.train_paths=('{missing}',)")
+    assert f"data.train_paths[0]: {missing}: the repository has none of the files needed" in message
