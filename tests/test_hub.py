@@ -141,3 +141,17 @@ def test_a_dataset_file_the_hub_lacks_is_named_by_preflight(hub):
     missing = f"hf://datasets/{CFT_DATA}/WebInstruct-CFT-600K.json"
     message = _preflight_problems(f"--config.data.train_paths=('{missing}',)")
     assert f"data.train_paths[0]: {missing}: the repository has none of the files needed" in message
+
+
+def test_a_model_downloaded_into_a_bucket_is_what_every_host_then_reads(hub, bucket, tiny_checkpoint, capsys):
+    from etils import epath
+
+    from cft_jax.remote import local_copy
+
+    files = hub.files_of(tiny_checkpoint)
+    hub.add_model(TINY, files)
+    assert convert_main(["download", f"hf://{TINY}", "gs://cft/models/tiny"]) == 0
+    assert capsys.readouterr().out.strip() == "gs://cft/models/tiny"
+    assert sorted(p.name for p in epath.Path("gs://cft/models/tiny").iterdir()) == sorted(files)
+    staged = local_copy("gs://cft/models/tiny")  # what load_hf reads on each host
+    assert all((staged / name).read_bytes() == data for name, data in files.items())

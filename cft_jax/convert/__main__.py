@@ -1,6 +1,6 @@
 """`python -m cft_jax.convert`: HF <-> Orbax checkpoints, and GGUF -> HF.
 
-    python -m cft_jax.convert import HF_DIR CKPT_DIR [--dtype bfloat16]
+    python -m cft_jax.convert import HF_DIR_OR_HUB_ID CKPT_DIR [--dtype bfloat16]
     python -m cft_jax.convert export CKPT_DIR HF_DIR [--max-shard-size 2GB] [--dtype bfloat16] [--step N]
     python -m cft_jax.convert from-gguf FILE.gguf OUT_DIR [--max-shard-size 2GB]
     python -m cft_jax.convert verify RUN_OR_CKPT_DIR [--step N]
@@ -88,8 +88,9 @@ def _run(args: argparse.Namespace) -> None:
         out = convert_gguf(args.gguf_file, args.out_dir, max_shard_size=args.max_shard_size)
     else:
         if args.command == "import":
-            model, config = load_hf(args.hf_dir, dtype=jnp.dtype(args.dtype))
-            out = save_model(args.ckpt_dir, model, config, hf_dir=args.hf_dir, step=args.step)
+            hf_dir = hub.model_dir(args.hf_dir) if hub.is_hub(args.hf_dir) else args.hf_dir
+            model, config = load_hf(hf_dir, dtype=jnp.dtype(args.dtype))
+            out = save_model(args.ckpt_dir, model, config, hf_dir=hf_dir, step=args.step)
         else:
             params, config = load_params(args.ckpt_dir, step=args.step)
             out = export_hf(
