@@ -41,7 +41,9 @@ class ConfigError(InputError):
 class ModelSection:
     """Which weights to train and how to compute with them."""
 
-    hf_path: str = ""  # HF checkpoint directory to fine-tune; "" = random init from `init_config`.
+    # HF checkpoint to fine-tune: a directory (local or gs://) or a hub id hf://OWNER/NAME[@REVISION];
+    # "" = random init from `init_config`.
+    hf_path: str = ""
     init_config: dict = dataclasses.field(default_factory=dict)  # HF config.json keys of a random-init model.
     param_dtype: Literal["float32", "bfloat16"] = "float32"  # master weights and optimizer state
     compute_dtype: Literal["float32", "bfloat16"] = "bfloat16"  # activations and matmuls
@@ -58,7 +60,8 @@ class DataConfig:
     """Every option of the data pipeline (`cft_jax.data.pipeline`); the defaults are the CFT paper's."""
 
     # Files: .jsonl/.json, .parquet/.arrow, datasets save_to_disk dirs, .array_record, tfds:NAME[:SPLIT],
-    # or the output of `python -m cft_jax.data prepare` (then format/template/tokenizer come from it).
+    # or the output of `python -m cft_jax.data prepare` (then format/template/tokenizer come from it);
+    # hf://datasets/OWNER/NAME[@REV][/PATH]: a hub dataset's files under PATH (cft_jax.hub).
     train_paths: tuple[str, ...] = ()
     eval_paths: tuple[str, ...] = ()  # held-out files (the same kinds), for evaluation.every_steps
     format: Literal["auto", "cft", "solution", "alpaca", "messages", "conversations"] = "auto"  # data.records
@@ -74,7 +77,7 @@ class DataConfig:
     # which must be < the model's vocab_size), <|im_start|> tokenized as plain text
     # (assets.tokenizers.with_im_end_eos). Off: such a tokenizer is refused.
     chatml_add_im_end: bool = False
-    tokenizer: str = "qwen2.5"  # a shipped tokenizer name or a directory (local or gs://)
+    tokenizer: str = "qwen2.5"  # a shipped tokenizer name, a directory (local or gs://) or hf://OWNER/NAME
     seq_len: int = 2048  # tokens per training row (prompt + target)
     length_policy: Literal["truncate", "drop", "fail"] = "truncate"  # cft_jax.data.length
     packing: bool = False  # several examples per row (first-fit decreasing), attention kept apart

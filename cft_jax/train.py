@@ -34,10 +34,12 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 import cft_jax
+from cft_jax import hub
 from cft_jax.assets.tokenizers import export_source
 from cft_jax.config import ConfigError, TrainConfig, load_config, resolve_mesh
 from cft_jax.data.pipeline import load_examples, make_iterator, write_export_tokenizer
 from cft_jax.errors import run_cli
+from cft_jax.hub import is_hub
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf, load_hf
 from cft_jax.models.shapes import SHAPES
@@ -89,7 +91,12 @@ def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
 
 def tokenizer_source(config: TrainConfig) -> Path | epath.Path | None:
     """Where the tokenizer files that go with exports come from: the HF checkpoint, else the data's."""
-    return export_source(config.model.hf_path, config.data.tokenizer)
+    hf_path, tokenizer = config.model.hf_path, config.data.tokenizer
+    if is_hub(hf_path):
+        hf_path = str(hub.tokenizer_dir(hf_path))  # already in the hub cache: the model was loaded
+    if is_hub(tokenizer):
+        tokenizer = str(hub.tokenizer_dir(tokenizer))
+    return export_source(hf_path, tokenizer)
 
 
 def code_version() -> str:
@@ -313,15 +320,26 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return record
 
 
+def model_config_source(config: TrainConfig) -> Any:
+    """What `ModelConfig.from_hf` reads for the configured model: its config.json (of a hub id that file
+    alone is downloaded) or the random init's keys."""
+    return hub.config_file(config.model.hf_path) if config.model.hf_path else config.model.init_config
+
+
+def _here(path: str) -> bool:
+    # A plan reads data that is already here (local or gs://); a hub dataset is not downloaded for it.
+    return not is_hub(path) and as_path(path).exists()
+
+
 def dry_run_report(config: TrainConfig, num_devices: int) -> str:
     """The resolved config, mesh, per-device memory estimate, steps and tokens, as text."""
     data, fsdp, tensor = resolve_mesh(config.mesh, num_devices)
-    model_config = ModelConfig.from_hf(config.model.hf_path or config.model.init_config)
+    model_config = ModelConfig.from_hf(model_config_source(config))
     memory = metrics_lib.memory_plan(config, model_config, num_devices)
     t = config.training
     if t.max_steps:
         steps = f"{t.max_steps} (training.max_steps)"
-    elif config.data.train_paths and all(Path(p).exists() for p in config.data.train_paths):
+    elif config.data.train_paths and all(_here(p) for p in config.data.train_paths):
         rows = load_examples(config.data)[1].rows_per_epoch
         steps = f"{config.data.epochs * (rows // t.global_batch)} ({rows} rows per epoch)"
     else:
@@ -446,7 +464,7 @@ def aot(flags: argparse.Namespace, overrides: list[str], shape: dict[str, Any] |
     target = resolve_target(flags.aot)
     config = load_config(flags.config, overrides, num_devices=target.num_devices, model_shape=shape)
     preflight(config, tokenizer=False, data=False)  # only the shapes compile: no tokenizer, data or weights
-    model_config = ModelConfig.from_hf(config.model.hf_path or config.model.init_config)
+    model_config = ModelConfig.from_hf(model_config_source(config))
     report = compile_for(config, model_config, target)
     print(format_report(report), flush=True)
     numbers = report_numbers(report)

@@ -28,7 +28,7 @@ TOPOLOGY = "v5p-32"  # the target it is planned for (`--aot`)
 
 def get_config() -> dict:
     config = _base.get_config()
-    config["model"]["hf_path"] = "checkpoints/deepseek-math-7b-base"
+    config["model"]["hf_path"] = "hf://deepseek-ai/deepseek-math-7b-base"
     config["data"]["tokenizer"] = "deepseek_llm"
     config["data"]["chatml_add_im_end"] = True
     config["training"]["workdir"] = "runs/deepseek_math_7b_cft"

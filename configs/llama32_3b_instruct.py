@@ -22,10 +22,9 @@ TOPOLOGY = "v5p-16"  # the target it is planned for (`--aot`)
 
 def get_config() -> dict:
     config = _base.get_config()
-    config["model"]["hf_path"] = "checkpoints/Llama-3.2-3B-Instruct"
-    # The checkpoint's own tokenizer, which carries the Instruct chat template; the shipped "llama3" is the
-    # base vocabulary without one (preflight refuses template "tokenizer" with it). Overriding
-    # model.hf_path: override data.tokenizer with it.
-    config["data"].update(template="tokenizer", tokenizer=config["model"]["hf_path"])
+    config["model"]["hf_path"] = "hf://meta-llama/Llama-3.2-3B-Instruct"  # gated: HF_TOKEN
+    # The shipped "llama3" tokenizer carries the Llama 3.1 / 3.2 Instruct chat template (system header
+    # with the knowledge cut-off and a fixed date, <|eot_id|> closing each turn; the target trains on it).
+    config["data"].update(template="tokenizer", tokenizer="llama3")
     config["training"].update(workdir="runs/oneshot_llama32_3b", accumulation_steps=4)
     return config

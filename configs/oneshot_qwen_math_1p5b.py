@@ -21,6 +21,6 @@ TOPOLOGY = "v5p-8"  # the target it is planned for (`--aot`)
 
 def get_config() -> dict:
     config = _base.get_config()
-    config["model"]["hf_path"] = "checkpoints/Qwen2.5-Math-1.5B"
+    config["model"]["hf_path"] = "hf://Qwen/Qwen2.5-Math-1.5B"
     config["training"].update(workdir="runs/oneshot_qwen_math_1p5b", accumulation_steps=4)
     return config

@@ -22,7 +22,7 @@ TOPOLOGY = "v5p-32"  # the target it is planned for (`--aot`)
 def get_config() -> dict:
     return {
         "model": {
-            "hf_path": "checkpoints/Qwen2.5-Math-7B",
+            "hf_path": "hf://Qwen/Qwen2.5-Math-7B",  # downloaded once per host (cft_jax.hub), or a directory
             "param_dtype": "float32",  # fp32 master weights; bf16 compute
             "compute_dtype": "bfloat16",
             "remat": "full",

@@ -76,3 +76,21 @@ def bucket(monkeypatch, tmp_path):
         monkeypatch.setenv("CFT_JAX_CACHE", str(tmp_path / "cache"))
         fsspec.filesystem("gcs", finalize_on_close=True).invalidate_cache()
         yield gcs
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A Hugging Face Hub on 127.0.0.1 (tests/hub_server.py) that this process's `hf://` ids (and its
+    subprocesses') reach, with a fresh hub cache. HF_HUB_OFFLINE is lifted here only: huggingface_hub
+    reads it at import, so its module constant is switched too."""
+    from huggingface_hub import constants
+
+    from tests.hub_server import HubServer
+
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        yield server

@@ -3,6 +3,7 @@
 Layers, lowest first (README, "Layout"):
 
     cft_jax (the package), errors, schema, remote, integrity, assets (shipped material, tokenizers)
+    hub         hf:// ids: models, tokenizers and data files downloaded through huggingface_hub
     models      the decoder, HF import/export, the sharding rules table
     config      the typed config schema, the data pipeline's DataConfig included (values only, no I/O)
     data        records, templates, packing, the Grain pipeline (configured by config's DataConfig)
@@ -32,12 +33,13 @@ RANKS = {
     "remote": 3,
     "integrity": 4,
     "assets": 5,
-    "models": 6,
-    "config": 7,
-    "data": 8,
-    "training": 9,
-    "convert": 9,
-    "tools": 10,
+    "hub": 6,
+    "models": 7,
+    "config": 8,
+    "data": 9,
+    "training": 10,
+    "convert": 10,
+    "tools": 11,
 }
 SIDE_TOOLS = ("critique", "evaluation")
 # What a side tool may import besides the side tools: standard library and etils underneath.

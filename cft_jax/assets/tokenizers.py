@@ -189,11 +189,13 @@ def _without_llama_cpp_padding(tokenizer: Any) -> Any:
 
 def export_source(hf_path: str | None, tokenizer: str) -> Path | epath.Path | None:
     """Where the tokenizer files that go with exports come from: the HF checkpoint `hf_path`, else the
-    data's `tokenizer` when it is a shipped one or a local directory (None otherwise)."""
+    data's `tokenizer` when it is a shipped one or a directory, local or `gs://` (None otherwise)."""
     if hf_path:
         return epath.Path(hf_path)
     if tokenizer in TOKENIZERS:
         return tokenizer_dir(tokenizer)
+    if is_remote(tokenizer):
+        return epath.Path(tokenizer) if epath.Path(tokenizer).is_dir() else None
     return Path(tokenizer) if Path(tokenizer).is_dir() else None
 
 

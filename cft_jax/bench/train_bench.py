@@ -24,6 +24,7 @@ import numpy as np
 
 from cft_jax.config import TrainConfig, resolve_mesh
 from cft_jax.data.packing import make_row
+from cft_jax.hub import config_file
 from cft_jax.models.attention_kernels import choose_attention, target_backend
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.sharding import make_mesh
@@ -71,7 +72,9 @@ def block_causal_mask(segment_ids: np.ndarray) -> np.ndarray:
 
 
 def model_config_of(config: TrainConfig) -> ModelConfig:
-    return ModelConfig.from_hf(config.model.hf_path or config.model.init_config)
+    # A hub id's config.json alone is fetched (cft_jax.hub).
+    hf_path = config.model.hf_path
+    return ModelConfig.from_hf(config_file(hf_path) if hf_path else config.model.init_config)
 
 
 def bench_jax(config: TrainConfig, batch: dict[str, np.ndarray], steps: int, warmup: int) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """`python -m cft_jax.convert`: HF <-> Orbax checkpoints, and GGUF -> HF.
 
-    python -m cft_jax.convert import HF_DIR CKPT_DIR [--dtype bfloat16]
+    python -m cft_jax.convert import HF_DIR_OR_HUB_ID CKPT_DIR [--dtype bfloat16]
     python -m cft_jax.convert export CKPT_DIR HF_DIR [--max-shard-size 2GB] [--dtype bfloat16] [--step N]
     python -m cft_jax.convert from-gguf FILE.gguf OUT_DIR [--max-shard-size 2GB]
     python -m cft_jax.convert verify RUN_OR_CKPT_DIR [--step N]
+    python -m cft_jax.convert download hf://OWNER/NAME[@REV] [OUT_DIR]     (or hf://datasets/OWNER/NAME[/PATH])
 
 See docs/convert.md for the checkpoint layout. Never imports torch.
 """
@@ -14,10 +15,11 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import jax.numpy as jnp
 
-from cft_jax import integrity
+from cft_jax import hub, integrity
 from cft_jax.convert.checkpoint import (
     OrbaxCheckpointError,
     checkpoint_dir,
@@ -59,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("verify", help="check checkpoint steps against their integrity manifests")
     check.add_argument("run_or_ckpt_dir", help="a run's work directory (with checkpoints/) or a CKPT_DIR")
     check.add_argument("--step", type=int, default=None, help="only this step (default: every step)")
+    fetch = commands.add_parser(
+        "download",
+        help="a hub model (config, weights, tokenizer) or a dataset's files into the hub cache, before a run",
+    )
+    fetch.add_argument("hub_id", help="hf://OWNER/NAME[@REV] or hf://datasets/OWNER/NAME[@REV][/PATH]")
+    fetch.add_argument(
+        "out_dir", nargs="?", default="", help="also copy the files here (local or gs://: for every host)"
+    )
     return parser
 
 
@@ -66,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "verify":
         return _verify(args.run_or_ckpt_dir, args.step)
+    if args.command == "download":
+        return _download(args.hub_id, args.out_dir)
     _run(args)
     return 0
 
@@ -76,8 +88,9 @@ def _run(args: argparse.Namespace) -> None:
         out = convert_gguf(args.gguf_file, args.out_dir, max_shard_size=args.max_shard_size)
     else:
         if args.command == "import":
-            model, config = load_hf(args.hf_dir, dtype=jnp.dtype(args.dtype))
-            out = save_model(args.ckpt_dir, model, config, hf_dir=args.hf_dir, step=args.step)
+            hf_dir = hub.model_dir(args.hf_dir) if hub.is_hub(args.hf_dir) else args.hf_dir
+            model, config = load_hf(hf_dir, dtype=jnp.dtype(args.dtype))
+            out = save_model(args.ckpt_dir, model, config, hf_dir=hf_dir, step=args.step)
         else:
             params, config = load_params(args.ckpt_dir, step=args.step)
             out = export_hf(
@@ -89,6 +102,20 @@ def _run(args: argparse.Namespace) -> None:
                 dtype=None if args.dtype is None else jnp.dtype(args.dtype),
             )
     print(f"{args.command}: wrote {out} in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+
+
+def _download(hub_id: str, out_dir: str) -> int:
+    """Prints the local directory (or OUT_DIR) holding the files: the path to give model.hf_path or data."""
+    start = time.perf_counter()
+    parsed = hub.parse(hub_id)
+    if parsed.repo_type == "model":
+        local = hub.model_dir(hub_id)
+    else:
+        local = Path(hub.download(parsed, tuple(f"*{s}" for s in hub.DATA_SUFFIXES)))
+    out = hub.mirror(local, out_dir) if out_dir else local
+    print(f"download: {hub_id} in {out} in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    print(out)
+    return 0
 
 
 def _verify(path: str, only_step: int | None) -> int:

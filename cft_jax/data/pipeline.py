@@ -28,6 +28,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from cft_jax import hub
 from cft_jax.assets.tokenizers import IM_END, load_tokenizer, write_im_end_tokenizer
 from cft_jax.config import DataConfig, data_errors
 from cft_jax.data import length as length_policy
@@ -198,10 +199,11 @@ def read_head(cfg: DataConfig, path: str, records: int = 3) -> list[Sample]:
     Raises the error reading the whole file would raise at one of those records; with `cfg.skip_bad`
     a bad one is skipped (and written nowhere).
     """
-    if is_prepared(path):
-        PreparedSource(path, expect=_encoding_key(cfg))
+    files = hub.data_files(path)  # a dataset id: its files, downloaded
+    if len(files) == 1 and is_prepared(files[0]):
+        PreparedSource(files[0], expect=_encoding_key(cfg))
         return []
-    return read_samples([path], _read_options(cfg), skip_bad=cfg.skip_bad, limit=records)
+    return read_samples(files, _read_options(cfg), skip_bad=cfg.skip_bad, limit=records)
 
 
 def _read_options(cfg: DataConfig) -> ReadOptions:
@@ -213,7 +215,8 @@ def _read_options(cfg: DataConfig) -> ReadOptions:
 def training_tokenizer(cfg: DataConfig) -> Any:
     """The tokenizer the examples are tokenized with (cached; do not modify it): `cfg.tokenizer`, with
     `<|im_end|>` added as eos when `cfg.chatml_add_im_end`. Decode the training ids with this one."""
-    return load_tokenizer(cfg.tokenizer, add_im_end=cfg.chatml_add_im_end)
+    name = str(hub.tokenizer_dir(cfg.tokenizer)) if hub.is_hub(cfg.tokenizer) else cfg.tokenizer
+    return load_tokenizer(name, add_im_end=cfg.chatml_add_im_end)
 
 
 def check_vocab_fits(cfg: DataConfig, vocab_size: int) -> list[str]:
@@ -482,7 +485,7 @@ def _split_paths(cfg: DataConfig, split: str) -> list[str]:
     paths = list(cfg.train_paths if split == "train" or held_out else cfg.eval_paths)
     if not paths:
         raise InputError(f"DataConfig.{split}_paths is empty; give the {split} data files")
-    return [str(p) for p in paths]
+    return [file for p in paths for file in hub.data_files(str(p))]  # a dataset id: its files
 
 
 def _encoding_key(cfg: DataConfig) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from cft_jax.assets.tokenizers import copy_tokenizer
+from cft_jax.hub import model_dir
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.safetensors_io import (
     INDEX_FILE,
@@ -44,7 +45,7 @@ from cft_jax.models.safetensors_io import (
 )
 from cft_jax.models.sharding import model_shardings
 from cft_jax.models.transformer import Decoder
-from cft_jax.remote import local_copy, pathlib_if_local
+from cft_jax.remote import pathlib_if_local
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,13 +241,14 @@ def load_hf(
 ) -> tuple[Decoder, ModelConfig]:
     """Reads an HF checkpoint directory into a `Decoder` whose parameters are sharded on `mesh`.
 
-    `path` is local or `gs://` (staged once per host into the local cache: `cft_jax.remote`).
+    `path` is local, `gs://` (staged once per host into the local cache: `cft_jax.remote`) or a hub id
+    `hf://OWNER/NAME[@REVISION]` (downloaded once per host into the hub cache: `cft_jax.hub`).
 
     `dtype` is the parameter dtype, `compute_dtype` (default: `dtype`) the activation dtype;
     `decoder_kwargs` go to `Decoder` (e.g. `remat`). Without a mesh the parameters go to the first
     device. Raises `CheckpointError` (or the config's `ConfigError`) naming the file and tensor.
     """
-    directory = local_copy(path)  # a gs:// checkpoint is staged on local disk, then memory-mapped
+    directory = model_dir(path)  # a gs:// or hub checkpoint is fetched to local disk, then memory-mapped
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{config_path}: missing; an HF checkpoint directory needs its config.json")

@@ -40,7 +40,7 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from cft_jax import integrity
+from cft_jax import hub, integrity
 from cft_jax.errors import InputError
 from cft_jax.models.checkpoint_layout import MODEL_ITEM, write_hf_assets
 from cft_jax.remote import as_path
@@ -356,16 +356,19 @@ def _gather_texts(text: str) -> list[str]:
 
 
 def data_fingerprints(paths: tuple[str, ...]) -> dict[str, str]:
-    """sha256 of each data file, local or `gs://` (directories and dataset names are recorded as given)."""
+    """sha256 of each data file, local or `gs://`, or of a hub dataset id's files (in the hub cache by now);
+    directories and dataset names are recorded as given."""
     fingerprints = {}
     for path in paths:
-        if path.startswith("tfds:") or not epath.Path(path).is_file():
+        files = hub.data_files(path) if hub.is_hub(path) else [path]
+        if path.startswith("tfds:") or not all(epath.Path(file).is_file() for file in files):
             fingerprints[path] = "not a file"
             continue
         digest = hashlib.sha256()
-        with epath.Path(path).open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        for file in files:
+            with epath.Path(file).open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
         fingerprints[path] = digest.hexdigest()
     return fingerprints
 

@@ -5,8 +5,9 @@ together needs the files, so it is asked here, all at once: one `ConfigError` li
 its config key, with the value and the fix, seconds into the run instead of after the checkpoint
 loaded (or at `step 1: the loss is nan`).
 
-    model      model.hf_path is a directory (local or gs://) with a config.json this decoder
-               reproduces; or model.init_config is such a config
+    model      model.hf_path is a directory (local or gs://) or a hub id (hf://OWNER/NAME: its
+               config.json alone is downloaded here) with a config.json this decoder reproduces;
+               or model.init_config is such a config
     tokenizer  data.tokenizer loads; data.template renders with it; every id it gives, and
                data.pad_id, has a row in the model's embedding
     data       data.train_paths (and data.eval_paths, when evaluated) exist, and the first
@@ -24,6 +25,7 @@ from cft_jax.config import ConfigError, TrainConfig
 from cft_jax.data.pipeline import check_vocab_fits, read_head, training_tokenizer
 from cft_jax.data.templates import Encoder
 from cft_jax.errors import PATH_ERRORS, InputError
+from cft_jax.hub import config_file, is_hub
 from cft_jax.models.config import ModelConfig
 
 HEAD_RECORDS = 3  # records read per data file: enough to catch a wrong format, a wrong path, a bad template
@@ -57,11 +59,18 @@ def _model_config(config: TrainConfig, errors: list[str]) -> ModelConfig | None:
         except InputError as e:
             errors.append(f"model.init_config: {e}")
             return None
+    if is_hub(hf_path):
+        try:
+            return ModelConfig.from_hf(config_file(hf_path))
+        except InputError as e:
+            errors.append(f"model.hf_path={hf_path!r}: {e}")
+            return None
     directory = epath.Path(hf_path)
     if not directory.is_dir():
         errors.append(
-            f"model.hf_path={hf_path!r}: no such directory (local or gs://); download the HF checkpoint "
-            "there or point the key at it, or set model.init_config for a random init instead"
+            f"model.hf_path={hf_path!r}: no such directory (local or gs://); give a hub id "
+            "(hf://OWNER/NAME, downloaded by the run or ahead of it by `python -m cft_jax.convert download "
+            "hf://OWNER/NAME DIR`), the HF checkpoint's directory, or model.init_config for a random init"
         )
         return None
     if not (directory / "config.json").is_file():

@@ -5,7 +5,7 @@
 # checkpoint.dir so it survives the slice). Deletes the slice when training exits 0.
 set -euo pipefail
 usage() {
-  echo "usage: launch/tpu/babysit.sh --name N --zone Z --type T --repo URL --config F [--config.KEY=V ...] [--spot|--reserved] [--poll S] [--dry-run]"
+  echo "usage: launch/tpu/babysit.sh --name N --zone Z --type T --repo URL --config F [--config.KEY=V ...] [--download HUB_ID ...] [--spot|--reserved] [--poll S] [--dry-run]"
   usage_common
 }
 # shellcheck source=launch/tpu/common.sh

@@ -6,7 +6,7 @@
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 NAME="" PROJECT="${CLOUDSDK_CORE_PROJECT:-}" ZONE="" TYPE="" CAPACITY="spot" RUNTIME=""
-REPO_URL="" REF="main" CONFIG="" OVERRIDES=() LOG_DIR="logs" POLL=60
+REPO_URL="" REF="main" CONFIG="" OVERRIDES=() DOWNLOADS=() LOG_DIR="logs" POLL=60
 CLUSTER="" NUM_SLICES=1 IMAGE=""
 
 usage_common() {
@@ -15,6 +15,8 @@ Common options:
   --name NAME            TPU VM (and queued resource NAME-qr) name            (required)
   --project PROJECT      GCP project (default: $CLOUDSDK_CORE_PROJECT)
   --zone ZONE            e.g. us-east5-a                                    (required)
+  --download HUB_ID      after installing, fetch hf://OWNER/NAME (a model) or hf://datasets/...
+                         into every worker's hub cache (repeatable; HF_TOKEN on the workers)
   --dry-run              print the gcloud commands, run nothing
 USAGE
 }
@@ -35,6 +37,7 @@ parse_common() {
       --repo) REPO_URL="$2"; shift 2 ;;
       --ref) REF="$2"; shift 2 ;;
       --config) CONFIG="$2"; shift 2 ;;
+      --download) DOWNLOADS+=("$2"); shift 2 ;;
       --log-dir) LOG_DIR="$2"; shift 2 ;;
       --poll) POLL="$2"; shift 2 ;;
       --cluster) CLUSTER="$2"; shift 2 ;;
@@ -107,7 +110,13 @@ tpu_setup() {
   need "--repo" "$REPO_URL" "--repo GIT_URL (the cft_jax repository the workers clone)"
   tpu_ssh_all "set -e; if [ ! -d cft_jax ]; then git clone $(quote "$REPO_URL") cft_jax; fi; \
 cd cft_jax && git fetch -q origin && git checkout -q $(quote "$REF") && \
-python3 -m venv .venv && .venv/bin/pip install -q -e \".[tpu]\""
+python3 -m venv .venv && .venv/bin/pip install -q -e \".[tpu,gcs]\""
+  # Hub ids the run reads, fetched once per host now rather than by the first training step's
+  # processes (a 7B checkpoint is ~15 GB): the trainer then finds them in the hub cache.
+  local id
+  for id in "${DOWNLOADS[@]}"; do
+    tpu_ssh_all "cd cft_jax && .venv/bin/python -m cft_jax.convert download $(quote "$id")"
+  done
 }
 
 train_command() {

@@ -55,7 +55,20 @@ def test_setup_installs_the_project_on_every_worker():
         "+ gcloud compute tpus tpu-vm ssh cft --project proj --zone us-east5-a --worker=all --command "
         "'set -e; if [ ! -d cft_jax ]; then git clone https://git.example/cft_jax.git cft_jax; fi; "
         "cd cft_jax && git fetch -q origin && git checkout -q v1 && python3 -m venv .venv && "
-        '.venv/bin/pip install -q -e ".[tpu]"\''
+        '.venv/bin/pip install -q -e ".[tpu,gcs]"\''
+    ]
+
+
+def test_setup_downloads_the_hub_ids_on_every_worker_after_installing():
+    lines = dry_run(
+        "launch/tpu/setup.sh", *TPU, "--repo", "R", "--download", "hf://Qwen/Qwen2.5-Math-7B",
+        "--download", "hf://datasets/TIGER-Lab/WebInstruct-CFT",
+    )  # fmt: skip
+    assert ".[tpu,gcs]" in lines[0]
+    assert lines[1:] == [
+        "+ gcloud compute tpus tpu-vm ssh cft --project proj --zone us-east5-a --worker=all --command "
+        f"'cd cft_jax && .venv/bin/python -m cft_jax.convert download {hub_id}'"
+        for hub_id in ("hf://Qwen/Qwen2.5-Math-7B", "hf://datasets/TIGER-Lab/WebInstruct-CFT")
     ]
 
 
@@ -85,8 +98,9 @@ def test_train_passes_the_launching_shells_libtpu_flags_to_every_worker():
 
 def test_babysitter_creates_installs_trains_then_deletes():
     lines = dry_run(
-        "launch/tpu/babysit.sh", *TPU, "--type", "v5p-128", "--repo", "R", "--config", "configs/qwen7b_v5p.py"
-    )
+        "launch/tpu/babysit.sh", *TPU, "--type", "v5p-128", "--repo", "R",
+        "--config", "configs/qwen7b_v5p.py", "--download", "hf://Qwen/Qwen2.5-Math-7B",
+    )  # fmt: skip
     verbs = [" ".join(line.split()[1:6]) for line in lines]
     assert verbs == [
         "gcloud compute tpus queued-resources describe",
@@ -94,11 +108,13 @@ def test_babysitter_creates_installs_trains_then_deletes():
         "gcloud compute tpus queued-resources describe",
         "gcloud compute tpus tpu-vm ssh",
         "gcloud compute tpus tpu-vm ssh",
+        "gcloud compute tpus tpu-vm ssh",
         "gcloud compute tpus queued-resources delete",
     ]
     assert "--accelerator-type v5p-128" in lines[1]
-    assert "git clone R cft_jax" in lines[3]
-    assert "cft_jax.train --distributed --config configs/qwen7b_v5p.py" in lines[4]
+    assert "git clone R cft_jax" in lines[3] and ".[tpu,gcs]" in lines[3]
+    assert "cft_jax.convert download hf://Qwen/Qwen2.5-Math-7B" in lines[4]
+    assert "cft_jax.train --distributed --config configs/qwen7b_v5p.py" in lines[5]
 
 
 def test_delete_removes_the_queued_resource():

@@ -83,9 +83,13 @@ def test_the_deepseek_recipe_refuses_a_model_without_a_row_for_im_end(tmp_path):
 
 
 def test_the_tokenizer_template_needs_a_tokenizer_with_a_chat_template():
-    config = demo("--config.data.template=tokenizer", "--config.data.tokenizer=llama3")
+    config = demo(
+        "--config.data.template=tokenizer",
+        "--config.data.tokenizer=deepseek_llm",
+        "--config.model.init_config.vocab_size=102400",
+    )
     message = problems(config, data=False)
-    assert "data.template='tokenizer' with data.tokenizer='llama3': " in message
+    assert "data.template='tokenizer' with data.tokenizer='deepseek_llm': " in message
     assert "has no chat template; use template 'chatml' or 'raw', or a tokenizer that has one" in message
 
 
@@ -126,7 +130,7 @@ def test_every_problem_is_listed_at_once(tmp_path):
     config = demo(
         "--config.model.init_config.vocab_size=1000",
         "--config.data.template=tokenizer",
-        "--config.data.tokenizer=llama3",
+        "--config.data.tokenizer=deepseek_llm",
         f"--config.data.train_paths=('{tmp_path / 'nowhere.jsonl'}',)",
     )
     message = problems(config)
@@ -160,3 +164,21 @@ def test_a_gs_hf_path_is_checked_in_the_bucket(bucket):
     assert "model.hf_path='gs://cft/elsewhere': no such directory" in problems(
         config, tokenizer=False, data=False
     )
+
+
+def test_a_run_whose_model_and_data_are_in_a_bucket_is_planned_from_there(bucket, capsys):
+    """The same path abstraction as loading: a gs:// model and data are checked and counted in place."""
+    from cft_jax.data import asset_path
+
+    bucket.put("cft", "base/config.json", json.dumps(ARCHITECTURES["oneshot_qwen_math_1p5b"]).encode())
+    bucket.put("cft", "data/critiques.jsonl.gz", asset_path("realcritic_critiques").read_bytes())
+    main(
+        [
+            "--config", str(CONFIGS / "cpu_demo.py"), "--dry_run", "--dry_run_devices", "8",
+            "--config.model.init_config={}", "--config.model.hf_path=gs://cft/base",
+            "--config.data.train_paths=('gs://cft/data/critiques.jsonl.gz',)",
+            "--config.training.max_steps=0",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "model: qwen2, 1.5" in out and "steps: 66 (532 rows per epoch)" in out
