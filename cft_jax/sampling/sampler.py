@@ -217,6 +217,7 @@ class Sampler:
         batch_size: int | None = None,
         min_bucket: int = MIN_BUCKET,
     ):
+        self.model = model
         self.graphdef, self.state = nnx.split(model)
         self.mesh = mesh
         self.cache_dtype = jnp.dtype(cache_dtype)

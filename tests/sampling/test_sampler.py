@@ -11,7 +11,7 @@ from flax import nnx
 
 from cft_jax.models import Decoder, ModelConfig
 from cft_jax.models.sharding import make_mesh, shard_model
-from cft_jax.sampling import Sampler, SampleConfig, bucket_length, unpad
+from cft_jax.sampling import SampleConfig, Sampler, bucket_length, unpad
 from cft_jax.sampling.sampler import _sample
 
 CONFIG = ModelConfig(
