@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from cft_jax.errors import InputError, run_cli
 from cft_jax.evaluation.prompts import STOP_STRINGS
 from cft_jax.models.hf import load_hf
-from cft_jax.models.sharding import make_mesh
+from cft_jax.models.sharding import make_mesh, mesh_shape
 from cft_jax.remote import local_copy
 from cft_jax.sampling.sampler import SampleConfig, Sampler
 from cft_jax.sampling.text import sample_texts
@@ -45,13 +46,15 @@ def eos_token_ids(model_dir: Path, tokenizer: Any) -> tuple[int, ...]:
 
 
 def parse_mesh(text: str) -> tuple[int, int, int]:
+    """`--mesh DATA,FSDP,TENSOR` -> the three sizes over this process's devices (-1: the rest)."""
     try:
         data, fsdp, tensor = (int(x) for x in text.split(","))
-    except ValueError:
+        return mesh_shape(data, fsdp, tensor, jax.device_count())
+    except ValueError as error:
         raise InputError(
-            f"--mesh {text!r}: give DATA,FSDP,TENSOR sizes, e.g. 1,-1,1 (-1: the rest)"
+            f"--mesh {text!r}: give DATA,FSDP,TENSOR sizes whose product is the {jax.device_count()} "
+            f"devices, e.g. 1,-1,1 (-1: the rest) ({error})"
         ) from None
-    return data, fsdp, tensor
 
 
 class TextSampler:
@@ -60,10 +63,10 @@ class TextSampler:
     def __init__(self, model: str, *, batch_size: int, dtype: str, cache_dtype: str, mesh: str):
         from transformers import AutoTokenizer
 
-        directory = local_copy(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(directory)
         device_mesh = make_mesh(*parse_mesh(mesh))
+        directory = local_copy(model)
         decoder, _ = load_hf(directory, dtype=jnp.dtype(dtype), mesh=device_mesh)
+        self.tokenizer = AutoTokenizer.from_pretrained(directory)
         self.sampler = Sampler(
             decoder, mesh=device_mesh, cache_dtype=jnp.dtype(cache_dtype), batch_size=batch_size
         )
