@@ -1,6 +1,6 @@
 """`python -m cft_jax.eval generate --backend jax` on a tiny exported model (random weights, the
-SmolLM2 tokenizer): the sampler runs in a child process, sharded over the 8 devices, and writes the
-same JSONL records, with the same greedy answers, as the transformers backend."""
+SmolLM2 tokenizer): the sampler runs in a child process and writes the same JSONL records, with
+the same greedy answers, as the transformers backend."""
 
 from __future__ import annotations
 
@@ -35,7 +35,10 @@ def tiny_export(smollm2_transformers_dir, tmp_path_factory):
     return out
 
 
-def test_jax_backend_writes_the_transformers_backend_records(tiny_export, tmp_path):
+def test_jax_backend_writes_the_transformers_backend_records(tiny_export, tmp_path, monkeypatch):
+    # The child sees one CPU device (sharded sampling is tests/sampling/test_sampler.py's): it
+    # compiles faster.
+    monkeypatch.setenv("XLA_FLAGS", "")
     common = ["--benchmarks", "gsm8k", "--limit", "3", "--prompt", "deepseek-math", "--max-new-tokens", "8"]
     common += ["--batch-size", "8", "--workers", "1", "--model", str(tiny_export)]
     records = {}
