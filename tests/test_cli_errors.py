@@ -162,6 +162,12 @@ CASES: list[Case] = [
         lambda t: f"{t / 'config.json'}: invalid JSON",
     ),
     (
+        "sampling-bad-mesh",
+        "cft_jax.sampling",
+        lambda t: ["generate", "--model", str(t), "--prompt", "2+2=", "--mesh", "1,3,x"],
+        lambda t: "--mesh '1,3,x': give DATA,FSDP,TENSOR sizes whose product is the",
+    ),
+    (
         "train-bad-key",
         "cft_jax.train",
         lambda t: ["--config", str(bad_key_config(t))],

@@ -7,6 +7,7 @@ Layers, lowest first (README, "Layout"):
     models      the decoder, HF import/export, the sharding rules table
     config      the typed config schema, the data pipeline's DataConfig included (values only, no I/O)
     data        records, templates, packing, the Grain pipeline (configured by config's DataConfig)
+    sampling    the KV-cache sampler (below training, whose validation samples with it)
     training | convert      beside each other: neither imports the other
     tools       train.py, aot/, bench/, demo/, every JAX package's __main__
 
@@ -37,9 +38,10 @@ RANKS = {
     "models": 7,
     "config": 8,
     "data": 9,
-    "training": 10,
-    "convert": 10,
-    "tools": 11,
+    "sampling": 10,
+    "training": 11,
+    "convert": 11,
+    "tools": 12,
 }
 SIDE_TOOLS = ("critique", "evaluation")
 # What a side tool may import besides the side tools: standard library and etils underneath.

@@ -5,6 +5,7 @@
 | `transformers` | CPU (or one GPU)          | batched `generate` with left padding                    |
 | `vllm`         | GPU, offline              | tensor parallel; the fastest way to score a checkpoint  |
 | `openai`       | any OpenAI-compatible URL | e.g. a vLLM server; the key comes from OPENAI_API_KEY    |
+| `jax`          | TPU, GPU or CPU           | the KV-cache sampler, in a child process (no JAX here)  |
 
 Greedy decoding when `temperature == 0`; every completion is cut at the recipe's stop strings.
 Heavy libraries are imported inside each backend, so choosing one never loads another.
@@ -13,7 +14,10 @@ Heavy libraries are imported inside each backend, so choosing one never loads an
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -149,9 +153,62 @@ class OpenAIBackend:
             return list(pool.map(lambda p: self._complete(p, sampling), prompts))
 
 
+class JaxBackend:
+    """The JAX sampler, `python -m cft_jax.sampling serve`, in a child process speaking JSON lines.
+
+    This tool imports no JAX (vLLM pins its own stack), so the model lives in the child; it stays
+    loaded, and its compiled programs cached, across `generate` calls until `close`.
+    """
+
+    def __init__(
+        self,
+        model_dir: str,
+        *,
+        batch_size: int = 8,
+        dtype: str = "float32",
+        cache_dtype: str = "bfloat16",
+        mesh: str = "1,-1,1",
+    ):
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        command = [sys.executable, "-m", "cft_jax.sampling", "serve", "--model", model_dir]
+        command += ["--batch-size", str(batch_size), "--dtype", dtype, "--cache-dtype", cache_dtype]
+        self.process = subprocess.Popen(
+            [*command, "--mesh", mesh], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.generated_tokens = 0
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[str]]:
+        request = {"prompts": list(prompts), **dataclasses.asdict(sampling)}
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # the child has exited; the empty reply below says so
+        reply = self.process.stdout.readline()
+        if not reply:
+            raise InputError(
+                f"the JAX sampler (python -m cft_jax.sampling serve) exited with status "
+                f"{self.process.wait()}; its error is printed above"
+            )
+        answer = json.loads(reply)
+        self.generated_tokens += answer["generated_tokens"]
+        return answer["completions"]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
 def make_backend(name: str, model: str, **options: Any) -> Backend:
     """A backend by name; `options` are that backend's keyword arguments."""
-    backends = {"transformers": TransformersBackend, "vllm": VLLMBackend, "openai": OpenAIBackend}
+    backends = {
+        "transformers": TransformersBackend,
+        "vllm": VLLMBackend,
+        "openai": OpenAIBackend,
+        "jax": JaxBackend,
+    }
     if name not in backends:
         raise InputError(f"unknown backend {name!r}; choose one of {sorted(backends)}")
     if name == "openai":

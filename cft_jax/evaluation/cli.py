@@ -127,6 +127,9 @@ def read_responses(path: Path) -> list[ResponseRecord]:
 def _backend_from_args(args: argparse.Namespace, model: str) -> Backend:
     if args.backend == "transformers":
         options = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype}
+    elif args.backend == "jax":
+        options = {"batch_size": args.batch_size, "dtype": args.dtype, "mesh": args.jax_mesh}
+        options["cache_dtype"] = args.cache_dtype
     elif args.backend == "vllm":
         options = {"tensor_parallel_size": args.tensor_parallel_size}
     else:
@@ -205,8 +208,9 @@ def _cmd_select(args: argparse.Namespace) -> None:
     results = {}
     for ckpt in checkpoints:
         print(f"evaluating {ckpt}", file=sys.stderr)
+        backend = _backend_from_args(args, str(ckpt))
         summary = generate(
-            _backend_from_args(args, str(ckpt)),
+            backend,
             [args.benchmark],
             run / "eval" / ckpt.name,
             prompt=args.prompt,
@@ -216,6 +220,8 @@ def _cmd_select(args: argparse.Namespace) -> None:
             grading=_grading(args),
             provenance={"model": str(ckpt), "backend": args.backend, "prompt": args.prompt},
         )
+        if hasattr(backend, "close"):  # the jax backend's child process
+            backend.close()
         results[ckpt.name] = summary[args.benchmark]["accuracy"]
     # Ties go to the earlier checkpoint: less training for the same validation score.
     best = max(results, key=lambda name: (results[name], -checkpoints.index(exports / name)))
@@ -231,7 +237,7 @@ def _cmd_select(args: argparse.Namespace) -> None:
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["transformers", "vllm", "openai"], default="vllm")
+    p.add_argument("--backend", choices=["transformers", "vllm", "openai", "jax"], default="vllm")
     p.add_argument("--prompt", default="qwen25-math-cot", help="prompt name, 'chat-template', or template")
     p.add_argument("--max-new-tokens", type=int, default=2048)
     p.add_argument("--temperature", type=float, default=0.0)
@@ -241,7 +247,9 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="only the first N problems of each benchmark")
     p.add_argument("--batch-size", type=int, default=64, help="prompts per generate call")
     p.add_argument("--device", default="cpu", help="transformers backend: torch device")
-    p.add_argument("--dtype", default="float32", help="transformers backend: torch dtype")
+    p.add_argument("--dtype", default="float32", help="transformers and jax backends: parameter dtype")
+    p.add_argument("--cache-dtype", default="bfloat16", help="jax backend: KV cache dtype")
+    p.add_argument("--jax-mesh", default="1,-1,1", help="jax backend: DATA,FSDP,TENSOR device mesh")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm backend")
     p.add_argument("--base-url", help="openai backend: the endpoint, e.g. http://localhost:8000/v1")
 

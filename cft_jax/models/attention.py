@@ -52,6 +52,36 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Arr
     return out.reshape(batch, seq, heads, head_dim)
 
 
+def cached_attention(
+    q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, query_slots: jax.Array, key_start: jax.Array
+) -> jax.Array:
+    """Attention of a chunk of queries over a KV cache, for sampling (`cft_jax.sampling`).
+
+    Args:
+      q: [batch, chunk, heads, head_dim] queries, rotary embedding applied; grouped as `xla_attention`.
+      k_cache, v_cache: [batch, cache_len, kv_heads, head_dim], the chunk's own keys already written.
+      query_slots: [chunk] int, the cache slot of each query.
+      key_start: [batch] int, each row's first real slot (its left padding ends there).
+
+    A query sees the slots from its row's `key_start` up to its own slot. Returns
+    [batch, chunk, heads, head_dim] in q's dtype; the cache is read in q's dtype.
+    """
+    batch, chunk, heads, head_dim = q.shape
+    kv_heads = k_cache.shape[2]
+    q = q.reshape(batch, chunk, kv_heads, heads // kv_heads, head_dim)
+    k, v = k_cache.astype(q.dtype), v_cache.astype(q.dtype)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = scores * head_dim**-0.5
+    slots = jnp.arange(k_cache.shape[1])
+    mask = (slots[None, None, :] <= query_slots[None, :, None]) & (
+        slots[None, None, :] >= key_start[:, None, None]
+    )
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(batch, chunk, heads, head_dim)
+
+
 AttentionFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 
 

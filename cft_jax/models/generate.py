@@ -3,7 +3,8 @@
 The forward pass is jitted once on a fixed-size buffer `[1, max_len]`: the prompt and the tokens
 generated so far sit at the front, the rest is padding, and because attention is causal the logits at
 position t never see the padding after it. There is no KV cache, so each new token re-runs the whole
-buffer (O(max_len) work per token): fine for short answers from small models, not for serving.
+buffer (O(max_len) work per token): fine for short answers from small models, not for serving;
+batched sampling with a KV cache is `cft_jax.sampling`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cft_jax.models.attention import get_attention
+from cft_jax.models.attention import cached_attention, get_attention
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.sharding import constrain, placed_value
 
@@ -209,12 +209,41 @@ class Attention(nnx.Module):
         self.q_axes = ("batch", "seq", "q_heads", "head_dim")
         self.kv_axes = ("batch", "seq", "kv_heads", "head_dim")
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
-        """x: [batch, seq, hidden]; cos, sin: [batch, seq, head_dim]; segment_ids: [batch, seq]."""
+    def _qkv(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """x: [batch, seq, hidden] -> q [batch, seq, heads, head_dim], k and v [batch, seq, kv_heads,
+        head_dim], with the q/k norms and the rotary embedding applied."""
         q = constrain(self.q_proj(x), self.q_axes)
         k, v = constrain(self.k_proj(x), self.kv_axes), constrain(self.v_proj(x), self.kv_axes)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
+        """x: [batch, seq, hidden]; cos, sin: [batch, seq, head_dim]; segment_ids: [batch, seq]."""
+        q, k, v = self._qkv(x, cos, sin)
         out = constrain(self.attention_fn(q, k, v, segment_ids), self.q_axes)
         return constrain(self.o_proj(out), HIDDEN_AXES)
+
+    def cached(
+        self,
+        x: jax.Array,
+        cos: jax.Array,
+        sin: jax.Array,
+        k_cache: jax.Array,
+        v_cache: jax.Array,
+        index: jax.Array,
+        key_start: jax.Array,
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """A chunk of tokens at cache slots [index, index + chunk) attending over this layer's cache.
+
+        x: [batch, chunk, hidden]; k_cache, v_cache: [batch, cache_len, kv_heads, head_dim] (any dtype);
+        key_start: [batch], each row's first real slot. Returns the output [batch, chunk, hidden] and
+        the chunk's own k and v in the cache's dtype, for the caller to write at `index`.
+        """
+        q, k, v = self._qkv(x, cos, sin)
+        k, v = k.astype(k_cache.dtype), v.astype(v_cache.dtype)
+        k_all = jax.lax.dynamic_update_slice_in_dim(k_cache, k, index, axis=1)
+        v_all = jax.lax.dynamic_update_slice_in_dim(v_cache, v, index, axis=1)
+        slots = index + jnp.arange(x.shape[1])
+        out = constrain(cached_attention(q, k_all, v_all, slots, key_start), self.q_axes)
+        return constrain(self.o_proj(out), HIDDEN_AXES), k, v

@@ -71,6 +71,21 @@ class DecoderLayer(nnx.Module):
         x = x + self.attn(self.attn_norm(x), cos, sin, segment_ids)
         return x + self.mlp(self.mlp_norm(x))
 
+    def cached(
+        self,
+        x: jax.Array,
+        cos: jax.Array,
+        sin: jax.Array,
+        k_cache: jax.Array,
+        v_cache: jax.Array,
+        index: jax.Array,
+        key_start: jax.Array,
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """The block over a KV cache (`Attention.cached`): (x, the chunk's k, the chunk's v)."""
+        out, k, v = self.attn.cached(self.attn_norm(x), cos, sin, k_cache, v_cache, index, key_start)
+        x = x + out
+        return x + self.mlp(self.mlp_norm(x)), k, v
+
 
 class LMHead(nnx.Module):
     """The untied output projection, [hidden, vocab]."""
@@ -165,6 +180,42 @@ class Decoder(nnx.Module):
             transform_metadata={nnx.PARTITION_NAME: "layers"},
         )
         return constrain(self.final_norm(scan(x, self.layers)), HIDDEN_AXES)
+
+    def cached_hidden_states(
+        self,
+        input_ids: jax.Array,
+        positions: jax.Array,
+        cache: tuple[jax.Array, jax.Array],
+        index: jax.Array,
+        key_start: jax.Array,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """A chunk of tokens at cache slots [index, index + chunk) -> (hidden states, updated cache).
+
+        The sampler's forward pass (`cft_jax.sampling`); training never calls it. input_ids and
+        positions: [batch, chunk]; cache: (k, v), each [layers, batch, cache_len, kv_heads, head_dim];
+        key_start: [batch], the first slot each row attends to (the end of its left padding).
+        Returns [batch, chunk, hidden] after the final norm and the cache with the chunk written.
+        """
+        cos, sin = rope_cos_sin(self.config, positions)
+        x = constrain(self.embed(input_ids).astype(self.compute_dtype), HIDDEN_AXES)
+
+        def apply_layer(x, layer, k_cache, v_cache):
+            x, k, v = layer.cached(constrain(x, HIDDEN_AXES), cos, sin, k_cache, v_cache, index, key_start)
+            return constrain(x, HIDDEN_AXES), (k, v)
+
+        scan = nnx.scan(
+            apply_layer,
+            in_axes=(nnx.Carry, 0, 0, 0),
+            out_axes=(nnx.Carry, 0),
+            transform_metadata={nnx.PARTITION_NAME: "layers"},
+        )
+        x, (k_chunk, v_chunk) = scan(x, self.layers, *cache)
+        # Only the chunk left the scan; it is written into the whole cache once, in place.
+        k_all, v_all = (
+            jax.lax.dynamic_update_slice_in_dim(c, new, index, axis=2)
+            for c, new in zip(cache, (k_chunk, v_chunk), strict=True)
+        )
+        return constrain(self.final_norm(x), HIDDEN_AXES), (k_all, v_all)
 
     def unembed_kernel(self) -> jax.Array:
         """[hidden, vocab] LM head in the parameter dtype: the embedding transposed when tied."""
