@@ -76,6 +76,10 @@ class DataConfig:
     shuffle: bool = True
     seed: int = 0
     epochs: int | None = 1  # None: repeat forever
+    # Unpacked rows: an epoch's last partial global batch is kept, as HF Trainer's dataloader keeps it
+    # (its missing rows are empty, zero loss weight), so an epoch of N rows is ceil(N / batch) updates;
+    # True drops those rows (floor). Packed rows flow from one epoch into the next, every batch full.
+    drop_last: bool = False
     num_workers: int = 0  # worker processes (Grain mp_prefetch); 0 = in the calling process
     worker_buffer_size: int = 4
     skip_bad: bool = False

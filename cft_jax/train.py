@@ -34,7 +34,7 @@ from jax.sharding import Mesh, NamedSharding
 import cft_jax
 from cft_jax.assets.tokenizers import export_source
 from cft_jax.config import ConfigError, TrainConfig, load_config, resolve_mesh
-from cft_jax.data.pipeline import load_examples, make_iterator, write_export_tokenizer
+from cft_jax.data.pipeline import batches_per_epoch, load_examples, make_iterator, write_export_tokenizer
 from cft_jax.errors import run_cli
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf, load_hf
@@ -72,14 +72,19 @@ def hf_options(config: TrainConfig) -> dict[str, Any]:
 
 
 def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
-    """Updates in the run: training.max_steps, else data.epochs passes over the data."""
+    """Updates in the run: training.max_steps, else data.epochs passes over the data; it is also the
+    schedule's length, warm-up included (`TrainStep.build`).
+
+    `batches_per_epoch` counts an epoch's last partial batch unless data.drop_last, as HF Trainer
+    does: 600 rows at batch 512 are 2 updates per epoch.
+    """
     if config.training.max_steps:
         return config.training.max_steps
     steps = config.data.epochs * batches_per_epoch
     if steps <= 0:
         raise ConfigError(
             f"{batches_per_epoch} batches of {config.training.global_batch} rows per epoch: the data is "
-            "smaller than one global batch; lower training.global_batch or add data"
+            "smaller than one global batch; lower training.global_batch, add data or set data.drop_last=False"
         )
     return steps
 
@@ -315,8 +320,10 @@ def dry_run_report(config: TrainConfig, num_devices: int) -> str:
     if t.max_steps:
         steps = f"{t.max_steps} (training.max_steps)"
     elif config.data.train_paths and all(Path(p).exists() for p in config.data.train_paths):
-        rows = load_examples(config.data)[1].rows_per_epoch
-        steps = f"{config.data.epochs * (rows // t.global_batch)} ({rows} rows per epoch)"
+        report = load_examples(config.data)[1]
+        per_epoch = batches_per_epoch(report, config.data, t.global_batch)
+        rows = report.rows_per_epoch
+        steps = f"{config.data.epochs * per_epoch} ({rows} rows per epoch, {per_epoch} batches)"
     else:
         steps = f"data.epochs={config.data.epochs} x rows per epoch / {t.global_batch} (data not found here)"
     lines = [
