@@ -140,6 +140,9 @@ class CheckpointSection:
 class EvaluationSection:
     every_steps: int = 0  # held-out loss every N updates; 0 = never
     num_batches: int = 0  # batches per evaluation; 0 = the whole held-out split
+    # The benchmark `python -m cft_jax.eval select` scores the exports on by default (cft_jax.evaluation
+    # .suites): the trainer writes it into WORKDIR/run.json. "" = none (select then needs --benchmark).
+    select_benchmark: str = ""
 
 
 @dataclasses.dataclass
@@ -147,6 +150,7 @@ class ExportSection:
     every_steps: int = 0  # HF export every N updates; 0 = never during the run
     at_end: bool = True
     dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    keep: int = 0  # the newest N exports stay (and the one eval select marked best); 0 = all
 
 
 @dataclasses.dataclass
@@ -393,6 +397,7 @@ def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str
         "evaluation.every_steps": config.evaluation.every_steps,
         "evaluation.num_batches": config.evaluation.num_batches,
         "export.every_steps": config.export.every_steps,
+        "export.keep": config.export.keep,
         "optimizer.weight_decay": o.weight_decay,
     }
     errors += [f"{key}={value}: must be >= 0" for key, value in non_negative.items() if value < 0]

@@ -53,4 +53,6 @@ def get_config() -> dict:
         "mesh": {"data": 1, "fsdp": -1, "tensor": 1},
         "checkpoint": {"every_steps": 10, "keep": 2},
         "export": {"every_steps": 10, "at_end": True, "dtype": "bfloat16"},
+        # Selection on a 500-problem MATH split disjoint from MATH-500 (the paper's validation set).
+        "evaluation": {"select_benchmark": "oneshotcft_math-500-validation"},
     }

@@ -185,10 +185,16 @@ def test_the_partial_batch_trains_token_weighted_on_its_rows(tmp_path):
         "--config.checkpoint.async_save=false",
         "--config.logging.progress_bar=false",
         "--config.logging.tensorboard=false",
+        # What eval select and a full disk need of the run, checked on this run too:
+        "--config.evaluation.select_benchmark=math-500",
+        "--config.export.every_steps=1",
+        "--config.export.keep=2",
     )
     train(config)
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert sorted(p.name for p in (tmp_path / "run" / "hf").glob("step_*")) == ["step_3", "step_4"]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["select_benchmark"] == "math-500"
 
     examples = load_examples(config.data)[0]
     full = dense_loss(tmp_path / "run" / "hf" / "step_4", [examples[i] for i in range(batch)])
