@@ -18,6 +18,7 @@ from etils import epath
 
 from cft_jax.errors import InputError
 from cft_jax.evaluation import backends, cli
+from cft_jax.schema import read_jsonl
 from cft_jax.training.exports import prune_exports
 
 
@@ -80,6 +81,16 @@ def test_select_scores_a_gs_run_on_its_recipes_benchmark_one_model_at_a_time(
     assert not (mirror / "hf").exists() or not any((mirror / "hf").iterdir())
     assert (mirror / "eval" / "step_10" / "gsm8k.jsonl").is_file()
     assert bucket.unhandled == []
+
+
+def test_generate_scores_a_gs_checkpoint_into_a_local_directory(bucket, tiny_export, tmp_path):
+    upload(bucket, tiny_export, "ckpt")
+    command = ["generate", "--model", "gs://cft/ckpt", "--benchmarks", "gsm8k", *SELECT]
+    with pytest.raises(InputError, match="give a local directory"):
+        cli.main([*command, "--out", "gs://cft/out"])
+    cli.main([*command, "--out", str(tmp_path / "out")])
+    (record,) = [r for _, r in read_jsonl(tmp_path / "out" / "gsm8k.jsonl")]
+    assert record["provenance"]["model"] == "gs://cft/ckpt" and isinstance(record["correct"], bool)
 
 
 def test_select_without_a_recipe_benchmark_asks_for_one(tmp_path):
