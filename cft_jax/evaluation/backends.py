@@ -136,8 +136,7 @@ class VLLMBackend:
         if self.llm is None:
             return
         engine = getattr(self.llm, "llm_engine", None)
-        for owner, method in ((engine, "engine_core"), (engine, "model_executor")):
-            part = getattr(owner, method, None)
+        for part in (getattr(engine, "engine_core", None), getattr(engine, "model_executor", None)):
             shutdown = getattr(part, "shutdown", None)
             if callable(shutdown):
                 shutdown()
