@@ -86,6 +86,10 @@ class DataConfig:
     shuffle: bool = True  # a new permutation of the examples each epoch
     seed: int = 0  # the shuffle's
     epochs: int | None = 1  # None: repeat forever
+    # Unpacked rows: an epoch's last partial global batch is kept, as HF Trainer's dataloader keeps it
+    # (its missing rows are empty, zero loss weight), so an epoch of N rows is ceil(N / batch) updates;
+    # True drops those rows (floor). Packed rows flow from one epoch into the next, every batch full.
+    drop_last: bool = False
     num_workers: int = 0  # worker processes (Grain mp_prefetch); 0 = in the calling process
     worker_buffer_size: int = 4  # batches each worker prepares ahead
     skip_bad: bool = False  # bad records go to rejects_path instead of stopping the run
@@ -154,6 +158,9 @@ class CheckpointSection:
 class EvaluationSection:
     every_steps: int = 0  # held-out loss every N updates; 0 = never
     num_batches: int = 0  # batches per evaluation; 0 = the whole held-out split
+    # The benchmark `python -m cft_jax.eval select` scores the exports on by default (cft_jax.evaluation
+    # .suites): the trainer writes it into WORKDIR/run.json. "" = none (select then needs --benchmark).
+    select_benchmark: str = ""
 
 
 @dataclasses.dataclass
@@ -161,6 +168,7 @@ class ExportSection:
     every_steps: int = 0  # HF export every N updates; 0 = never during the run
     at_end: bool = True  # HF export of the final step
     dtype: Literal["float32", "bfloat16"] = "bfloat16"  # of the exported weights
+    keep: int = 0  # the newest N exports stay (and the one eval select marked best); 0 = all
 
 
 @dataclasses.dataclass
@@ -633,6 +641,7 @@ def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str
         "evaluation.every_steps": config.evaluation.every_steps,
         "evaluation.num_batches": config.evaluation.num_batches,
         "export.every_steps": config.export.every_steps,
+        "export.keep": config.export.keep,
         "optimizer.weight_decay": o.weight_decay,
     }
     errors += [f"{key}={value}: must be >= 0" for key, value in non_negative.items() if value < 0]

@@ -37,8 +37,10 @@ import cft_jax
 from cft_jax import hub
 from cft_jax.assets.tokenizers import export_source
 from cft_jax.config import ConfigError, TrainConfig, load_config, resolve_mesh
-from cft_jax.data.pipeline import load_examples, make_iterator, write_export_tokenizer
+from cft_jax.data.pipeline import batches_per_epoch, load_examples, make_iterator, write_export_tokenizer
 from cft_jax.errors import run_cli
+from cft_jax.evaluation.cli import RUN_METADATA
+from cft_jax.evaluation.suites import BENCHMARKS
 from cft_jax.hub import is_hub
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf, load_hf
@@ -53,6 +55,7 @@ from cft_jax.training.checkpoint import (
     data_fingerprints,
 )
 from cft_jax.training.config_help import config_help
+from cft_jax.training.exports import prune_exports
 from cft_jax.training.loop import Policy, StepMeter
 from cft_jax.training.preflight import preflight
 from cft_jax.training.state import TrainStep, decoder_options, global_batch, init_params
@@ -77,16 +80,31 @@ def hf_options(config: TrainConfig) -> dict[str, Any]:
 
 
 def total_steps(config: TrainConfig, batches_per_epoch: int) -> int:
-    """Updates in the run: training.max_steps, else data.epochs passes over the data."""
+    """Updates in the run: training.max_steps, else data.epochs passes over the data; it is also the
+    schedule's length, warm-up included (`TrainStep.build`).
+
+    `batches_per_epoch` counts an epoch's last partial batch unless data.drop_last, as HF Trainer
+    does: 600 rows at batch 512 are 2 updates per epoch.
+    """
     if config.training.max_steps:
         return config.training.max_steps
     steps = config.data.epochs * batches_per_epoch
     if steps <= 0:
         raise ConfigError(
             f"{batches_per_epoch} batches of {config.training.global_batch} rows per epoch: the data is "
-            "smaller than one global batch; lower training.global_batch or add data"
+            "smaller than one global batch; lower training.global_batch, add data or set data.drop_last=False"
         )
     return steps
+
+
+def check_select_benchmark(config: TrainConfig) -> None:
+    """evaluation.select_benchmark names a shipped benchmark (or is empty), before anything trains."""
+    name = config.evaluation.select_benchmark
+    if name and name not in BENCHMARKS:
+        raise ConfigError(
+            f"evaluation.select_benchmark={name!r}: not a benchmark of cft_jax.evaluation.suites; "
+            f"use one of {sorted(BENCHMARKS)} or '' (select then needs --benchmark)"
+        )
 
 
 def tokenizer_source(config: TrainConfig) -> Path | epath.Path | None:
@@ -147,6 +165,22 @@ def run_metadata(config: TrainConfig, model_config: ModelConfig, train_iter, ste
         "rng": np.asarray(jax.random.key_data(jax.random.key(config.training.seed))).tolist(),
         "total_steps": steps,
     }
+
+
+def write_run_metadata(config: TrainConfig, workdir: epath.Path, steps: int) -> None:
+    """WORKDIR/run.json (process 0): what the tools that read the run need of its recipe, e.g. the
+    benchmark `python -m cft_jax.eval select` scores the exports on."""
+    if jax.process_index() != 0:
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "select_benchmark": config.evaluation.select_benchmark,
+        "total_steps": steps,
+        "global_batch": config.training.global_batch,
+        "epochs": config.data.epochs,
+        "code_version": code_version(),
+    }
+    (workdir / RUN_METADATA).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def resume(
@@ -224,6 +258,12 @@ class Run:
         export_hf(
             params, self.model_config, target, dtype=self.config.export.dtype, tokenizer_dir=self.tokenizer
         )
+        if jax.process_index() == 0:
+            for name in prune_exports(self.workdir, self.config.export.keep):
+                print(
+                    f"export.keep={self.config.export.keep}: deleted {self.workdir / 'hf' / name}",
+                    file=sys.stderr,
+                )
 
     def close(self) -> None:
         self.checkpointer.wait()
@@ -236,6 +276,7 @@ def start(config: TrainConfig) -> tuple[Run, int, nnx.State, Any]:
     """(run, step, params, opt_state) of `config`: its model on the mesh, data, compiled step and
     checkpoints, resumed from the newest checkpoint that verifies."""
     preflight(config)  # the checkpoint, tokenizer and data are there and agree, before anything loads
+    check_select_benchmark(config)
     workdir = as_path(config.training.workdir)
     mesh = make_mesh(*resolve_mesh(config.mesh, jax.device_count()))
     graphdef, params, rest, model_config = build_model(config, mesh)
@@ -255,6 +296,7 @@ def start(config: TrainConfig) -> tuple[Run, int, nnx.State, Any]:
     tokenizer = write_export_tokenizer(config.data, tokenizer_source(config), scratch.name)
     tokenizer = tokenizer or tokenizer_source(config)
     checkpointer.write_hf_assets(model_config.to_hf(), tokenizer)
+    write_run_metadata(config, workdir, steps)
     policy = Policy.from_config(config, steps)
     peak = metrics_lib.peak_flops_per_device(jax.devices()[0], config.logging.peak_flops_per_device)
     flops_per_token = model_config.flops_per_token(config.data.seq_len)
@@ -340,8 +382,10 @@ def dry_run_report(config: TrainConfig, num_devices: int) -> str:
     if t.max_steps:
         steps = f"{t.max_steps} (training.max_steps)"
     elif config.data.train_paths and all(_here(p) for p in config.data.train_paths):
-        rows = load_examples(config.data)[1].rows_per_epoch
-        steps = f"{config.data.epochs * (rows // t.global_batch)} ({rows} rows per epoch)"
+        report = load_examples(config.data)[1]
+        per_epoch = batches_per_epoch(report, config.data, t.global_batch)
+        rows = report.rows_per_epoch
+        steps = f"{config.data.epochs * per_epoch} ({rows} rows per epoch, {per_epoch} batches)"
     else:
         steps = f"data.epochs={config.data.epochs} x rows per epoch / {t.global_batch} (data not found here)"
     lines = [

@@ -6,7 +6,8 @@ Critique Fine-Tuning on One Problem", 2025, and the TIGER-AI-Lab/One-Shot-CFT ms
   released script; the paper says 0.1: override `optimizer.warmup_ratio`); AdamW beta2 0.95, weight
   decay 0.05; clip 1.0;
 - sequences up to the model maximum (4096), over-length examples dropped, no packing;
-- 50 epochs over ~600 examples (~50-100 updates); ms-swift "messages" records, no system message in
+- 50 epochs over ~600 examples: 2 updates per epoch (512 and 88 rows, HF Trainer keeps the partial
+  batch), 100 in all; ms-swift "messages" records, no system message in
   the data; Qwen2.5-Math's ChatML with "Please reason step by step, and put your final answer
   within \\boxed{}.";
 - a checkpoint every 10 updates, the best chosen on a 500-problem MATH validation split: every
@@ -52,4 +53,6 @@ def get_config() -> dict:
         "mesh": {"data": 1, "fsdp": -1, "tensor": 1},
         "checkpoint": {"every_steps": 10, "keep": 2},
         "export": {"every_steps": 10, "at_end": True, "dtype": "bfloat16"},
+        # Selection on a 500-problem MATH split disjoint from MATH-500 (the paper's validation set).
+        "evaluation": {"select_benchmark": "oneshotcft_math-500-validation"},
     }

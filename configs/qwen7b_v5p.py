@@ -60,5 +60,6 @@ def get_config() -> dict:
         "mesh": {"data": 1, "fsdp": -1, "tensor": 1},
         "checkpoint": {"every_steps": 10, "keep": 2},
         "export": {"every_steps": 2, "at_end": True, "dtype": "bfloat16"},
+        "evaluation": {"select_benchmark": "math-500"},  # the paper selects the best export on MATH-500
         "logging": {"every_steps": 1},
     }

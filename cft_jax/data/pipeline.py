@@ -3,7 +3,9 @@
     read + validate (records.py) -> [hold out val_fraction by question (splits.py)]
         -> render + tokenize (templates.py) -> length policy (length.py)
         -> Grain: shuffle by seed -> epochs [or: each source shuffled, repeated and mixed by weight]
-        -> host shard -> pack or pad (packing.py) -> batch -> worker processes
+        -> host shard -> pack or pad (packing.py) -> batch
+        (unpacked, each epoch is whole global batches: its last partial one completed with empty rows)
+        -> worker processes
 
 Reading and tokenizing happen once, up front, in the calling process: every bad record is then
 reported with its file and line before training starts, the counts (rejected, truncated,
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -317,8 +320,8 @@ def _fill_packing(report: DataReport, lengths: list[int], cfg: DataConfig) -> No
 class DataIterator:
     """The training iterator: batches of [per_host_batch, seq_len] int32, with checkpointable state.
 
-    `report` has the split's counts; `batches_per_epoch` is exact without packing and an estimate
-    (from the unshuffled order) with it.
+    `report` has the split's counts; `batches_per_epoch` (see `batches_per_epoch()`) is exact
+    without packing and an estimate (from the unshuffled order) with it.
     """
 
     def __init__(self, dataset: grain.IterDataset, report: DataReport, batches_per_epoch: int):
@@ -376,6 +379,11 @@ def make_iterator(
         ds = ds.repeat(cfg.epochs)
     else:
         ds = mixture(cfg, [examples for examples, _ in sources])
+    global_rows = process_count * per_host_batch
+    if not cfg.packing:
+        # Every global batch then lies within one epoch; host h takes rows h, h + hosts, ... of each.
+        epoch_len = sum(len(examples) for examples, _ in sources)
+        ds = _WholeBatchEpochs(ds, epoch_len, epoch_rows(epoch_len, global_rows, cfg.drop_last))
     ds = ds[process_index::process_count]
     it_ds = ds.to_iter_dataset()
     if cfg.packing:
@@ -390,8 +398,22 @@ def make_iterator(
                 num_workers=cfg.num_workers, per_worker_buffer_size=cfg.worker_buffer_size
             )
         )
-    batches = report.rows_per_epoch // (process_count * per_host_batch)
-    return DataIterator(it_ds, report, batches)
+    return DataIterator(it_ds, report, batches_per_epoch(report, cfg, global_rows))
+
+
+def epoch_rows(examples: int, global_batch: int, drop_last: bool) -> int:
+    """Rows an unpacked epoch of `examples` trains on: a whole number of global batches, the last
+    partial one completed with empty rows (HF Trainer's default) or, with `drop_last`, left out."""
+    batches = examples // global_batch if drop_last else -(-examples // global_batch)
+    return batches * global_batch
+
+
+def batches_per_epoch(report: DataReport, cfg: DataConfig, global_batch: int) -> int:
+    """Optimizer updates per epoch: ceil(examples / batch) unpacked (floor with `cfg.drop_last`), as
+    HF Trainer counts them; packed, the whole batches of the epoch's rows (an estimate)."""
+    if cfg.packing:
+        return report.rows_per_epoch // global_batch
+    return epoch_rows(report.rows_per_epoch, global_batch, cfg.drop_last) // global_batch
 
 
 def mixture(cfg: DataConfig, sources: list[Sequence[Any]]) -> grain.MapDataset:
@@ -423,6 +445,35 @@ def _absl_flags_parsed() -> None:
 
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
+
+
+EMPTY_EXAMPLE = {"input_ids": np.zeros(0, np.int32), "loss_mask": np.zeros(0, np.int32)}
+
+
+class _WholeBatchEpochs(grain.MapDataset):
+    """Epochs of `epoch_len` examples (one after another in `parent`), each cut or completed to
+    `rows`: the examples past `rows` are left out, the missing ones are `EMPTY_EXAMPLE`, which pads to
+    an all-padding row (no target token: zero weight in the token-weighted loss, fixed batch shape)."""
+
+    def __init__(self, parent: grain.MapDataset, epoch_len: int, rows: int):
+        super().__init__(parent)
+        self._epoch_len, self._rows = epoch_len, rows
+        epochs = len(parent) // epoch_len
+        self._length = sys.maxsize if len(parent) >= sys.maxsize else epochs * rows
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __str__(self) -> str:
+        return f"WholeBatchEpochs(epoch_len={self._epoch_len}, rows={self._rows})"
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        epoch, offset = divmod(index, self._rows)
+        if offset >= self._epoch_len:
+            return EMPTY_EXAMPLE
+        return self._parent[epoch * self._epoch_len + offset]
 
 
 class _Pad(grain.transforms.Map):

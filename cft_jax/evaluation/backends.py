@@ -8,12 +8,15 @@
 | `jax`          | TPU, GPU or CPU           | the KV-cache sampler, in a child process (no JAX here)  |
 
 Greedy decoding when `temperature == 0`; every completion is cut at the recipe's stop strings.
-Heavy libraries are imported inside each backend, so choosing one never loads another.
+Heavy libraries are imported inside each backend, so choosing one never loads another. `close()`
+frees what a backend holds (a model's memory, vLLM's engine and its worker processes), so a process
+that scores several checkpoints holds one at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import subprocess
@@ -40,6 +43,10 @@ class Backend(Protocol):
 
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[str]]:
         """`sampling.n` completions for each prompt, in prompt order."""
+        ...
+
+    def close(self) -> None:
+        """Frees the model (and any engine) the backend holds; it generates no more afterwards."""
         ...
 
 
@@ -90,17 +97,69 @@ class TransformersBackend:
             outputs += [texts[i * sampling.n : (i + 1) * sampling.n] for i in range(len(batch))]
         return outputs
 
+    def close(self) -> None:
+        import torch
+
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+VLLM_MISSING = (
+    "--backend vllm needs vLLM, which is not installed: pip install 'cft_jax[vllm]' (a CUDA GPU). "
+    "Without it: --backend transformers (CPU or one GPU, --device cuda) or --backend openai "
+    "--base-url URL (a served model, e.g. `vllm serve` elsewhere)"
+)
+
 
 class VLLMBackend:
-    """vLLM offline inference (GPU)."""
+    """vLLM offline inference (GPU): one engine, torn down by `close()` (weights, KV cache, workers)."""
 
     def __init__(self, model_dir: str, *, tensor_parallel_size: int = 1, max_model_len: int | None = None):
-        from vllm import LLM
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            if e.name is None or e.name.split(".")[0] != "vllm":
+                raise  # vLLM is there but something it needs is not: its own message says what
+            raise InputError(VLLM_MISSING) from None
 
         self.llm = LLM(
             model=model_dir, tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len
         )
         self.tokenizer = self.llm.get_tokenizer()
+
+    def close(self) -> None:
+        """Shuts the engine down and gives its GPU memory back, so the next checkpoint's engine fits.
+
+        An `LLM` keeps its engine, worker processes and the distributed state of tensor parallelism
+        alive until they are shut down explicitly: dropping the object is not enough. Which of these
+        exist depends on vLLM's version (the V1 engine core, the older model executor), so each is
+        shut down where it exists. Not run here: vLLM is not installed on this project's machines.
+        """
+        if self.llm is None:
+            return
+        engine = getattr(self.llm, "llm_engine", None)
+        for part in (getattr(engine, "engine_core", None), getattr(engine, "model_executor", None)):
+            shutdown = getattr(part, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+        self.llm = engine = None
+        try:
+            from vllm.distributed.parallel_state import (
+                destroy_distributed_environment,
+                destroy_model_parallel,
+            )
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except ImportError:
+            pass
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[str]]:
         from vllm import SamplingParams
@@ -151,6 +210,9 @@ class OpenAIBackend:
 
         with ThreadPoolExecutor(self.concurrency) as pool:
             return list(pool.map(lambda p: self._complete(p, sampling), prompts))
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class JaxBackend:

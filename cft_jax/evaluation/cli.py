@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from etils import epath
 
 from cft_jax.errors import InputError
 from cft_jax.evaluation.backends import Backend, Sampling, make_backend
@@ -22,7 +25,11 @@ from cft_jax.evaluation.grader import DEFAULT_TIMEOUT, GRADERS, extract_answer, 
 from cft_jax.evaluation.prompts import check_prompt, render
 from cft_jax.evaluation.reports import run_names, summarize, summarize_dir, write_report
 from cft_jax.evaluation.suites import BENCHMARKS, PAPER_SUITE, load_benchmark
+from cft_jax.remote import as_path, cache_root, is_remote, local_copy
 from cft_jax.schema import JsonlAppender, ResponseRecord, done_ids, from_dict, read_jsonl
+
+RUN_METADATA = "run.json"  # written by the trainer into its workdir: what select needs of the recipe
+SELECTION = "selection.json"  # RUN/eval/selection.json: the best export (export.keep never prunes it)
 
 
 @dataclasses.dataclass
@@ -125,6 +132,10 @@ def read_responses(path: Path) -> list[ResponseRecord]:
 
 
 def _backend_from_args(args: argparse.Namespace, model: str) -> Backend:
+    """The backend of the flags for `model`: a checkpoint directory (a `gs://` one is staged on local
+    disk first, as the backends read local files) or, for `openai`, the served model's name."""
+    if args.backend != "openai" and is_remote(model):
+        model = str(local_copy(model))
     if args.backend == "transformers":
         options = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype}
     elif args.backend == "jax":
@@ -148,19 +159,27 @@ def _grading(args: argparse.Namespace) -> GradeOptions:
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
+    if is_remote(args.out):
+        raise InputError(
+            f"--out {args.out}: the responses are appended (and resumed) on local disk; give a local "
+            "directory and copy it to the bucket afterwards (gsutil -m cp -r OUT gs://...)"
+        )
     backend = _backend_from_args(args, args.model)
-    summary = generate(
-        backend,
-        args.benchmarks,
-        Path(args.out),
-        prompt=args.prompt,
-        sampling=_sampling(args),
-        small_set_samples=args.small_set_samples,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        grading=_grading(args),
-        provenance={"model": args.model, "backend": args.backend, "prompt": args.prompt},
-    )
+    try:
+        summary = generate(
+            backend,
+            args.benchmarks,
+            Path(args.out),
+            prompt=args.prompt,
+            sampling=_sampling(args),
+            small_set_samples=args.small_set_samples,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            grading=_grading(args),
+            provenance={"model": args.model, "backend": args.backend, "prompt": args.prompt},
+        )
+    finally:
+        backend.close()
     print(json.dumps(summary, indent=2))
 
 
@@ -187,7 +206,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {md} and {js}")
 
 
-def _export_step(directory: Path) -> int:
+def _export_step(directory: Path | epath.Path) -> int:
     """The training step of an export directory `step_N` (the trainer's `WORKDIR/hf/step_N`)."""
     digits = directory.name.removeprefix("step_")
     if not digits.isdigit():
@@ -195,8 +214,34 @@ def _export_step(directory: Path) -> int:
     return int(digits)
 
 
+def run_benchmark(run: epath.Path) -> str:
+    """The validation benchmark the run's recipe selects on, from `RUN/run.json` (the trainer writes
+    `select_benchmark` there from `evaluation.select_benchmark`)."""
+    meta_path = run / RUN_METADATA
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    name = meta.get("select_benchmark") or ""
+    if not name:
+        where = f"{meta_path} has no select_benchmark" if meta_path.exists() else f"no {meta_path}"
+        raise InputError(
+            f"select --run {run}: {where} (the trainer writes it from evaluation.select_benchmark); "
+            "name the validation benchmark with --benchmark, e.g. --benchmark math-500"
+        )
+    if name not in BENCHMARKS:
+        raise InputError(f"{meta_path}: select_benchmark {name!r} is not one of {sorted(BENCHMARKS)}")
+    return name
+
+
+def _eval_dir(run: epath.Path) -> Path:
+    """Where select appends its responses: RUN/eval, or for a `gs://` run its local mirror in the
+    cache (appending and resuming need a local file); the selection is written to RUN/eval too."""
+    if not is_remote(run):
+        return Path(run) / "eval"
+    scheme, rest = str(run).split("://", 1)
+    return cache_root() / "remote" / scheme / rest.strip("/") / "eval"
+
+
 def _cmd_select(args: argparse.Namespace) -> None:
-    run = Path(args.run)
+    run = as_path(args.run)
     exports = run / "hf"
     # In training order (step_10 after step_2): ties go to the earlier one.
     checkpoints = sorted((p.parent for p in exports.glob("step_*/config.json")), key=_export_step)
@@ -205,35 +250,45 @@ def _cmd_select(args: argparse.Namespace) -> None:
             f"{exports}: no exported checkpoints (step_N directories with a config.json); the trainer "
             "writes them with export.every_steps, or run `python -m cft_jax.convert export` per checkpoint"
         )
+    benchmark = args.benchmark or run_benchmark(run)
+    eval_dir = _eval_dir(run)
     results = {}
     for ckpt in checkpoints:
-        print(f"evaluating {ckpt}", file=sys.stderr)
-        backend = _backend_from_args(args, str(ckpt))
-        summary = generate(
-            backend,
-            [args.benchmark],
-            run / "eval" / ckpt.name,
-            prompt=args.prompt,
-            sampling=_sampling(args),
-            limit=args.limit,
-            batch_size=args.batch_size,
-            grading=_grading(args),
-            provenance={"model": str(ckpt), "backend": args.backend, "prompt": args.prompt},
-        )
-        if hasattr(backend, "close"):  # the jax backend's child process
+        print(f"evaluating {ckpt} on {benchmark}", file=sys.stderr)
+        staged = local_copy(ckpt) if args.backend != "openai" else None
+        # One model (one vLLM engine) at a time: each is closed before the next checkpoint loads.
+        backend = _backend_from_args(args, str(staged or ckpt))
+        try:
+            summary = generate(
+                backend,
+                [benchmark],
+                eval_dir / ckpt.name,
+                prompt=args.prompt,
+                sampling=_sampling(args),
+                limit=args.limit,
+                batch_size=args.batch_size,
+                grading=_grading(args),
+                provenance={"model": str(ckpt), "backend": args.backend, "prompt": args.prompt},
+            )
+        finally:
             backend.close()
-        results[ckpt.name] = summary[args.benchmark]["accuracy"]
+            if staged is not None and is_remote(ckpt):
+                shutil.rmtree(staged, ignore_errors=True)  # a 7B export is ~15 GB of local disk
+        results[ckpt.name] = summary[benchmark]["accuracy"]
     # Ties go to the earlier checkpoint: less training for the same validation score.
-    best = max(results, key=lambda name: (results[name], -checkpoints.index(exports / name)))
+    order = [c.name for c in checkpoints]
+    best = max(results, key=lambda name: (results[name], -order.index(name)))
     selection = {
-        "benchmark": args.benchmark,
+        "benchmark": benchmark,
         "accuracy": results,
         "best": best,
         "best_dir": str(exports / best),
     }
-    (run / "eval").mkdir(parents=True, exist_ok=True)
-    (run / "eval" / "selection.json").write_text(json.dumps(selection, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(selection, indent=2))
+    text = json.dumps(selection, indent=2) + "\n"
+    for directory in {str(eval_dir): eval_dir, str(run / "eval"): run / "eval"}.values():
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / SELECTION).write_text(text, encoding="utf-8")
+    print(text, end="")
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -265,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("generate", help="generate, grade and summarise benchmark responses")
-    p.add_argument("--model", required=True, help="HF checkpoint directory (or the served model name)")
+    p.add_argument(
+        "--model", required=True, help="HF checkpoint directory, local or gs:// (or the served model name)"
+    )
     p.add_argument("--benchmarks", nargs="+", default=list(PAPER_SUITE), choices=sorted(BENCHMARKS))
     p.add_argument("--out", required=True, help="output directory: <benchmark>.jsonl + summary")
     p.add_argument("--small-set-samples", type=int, default=1, help="samples per AIME/AMC problem")
@@ -286,9 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("select", help="pick the best exported checkpoint of a run")
     p.add_argument(
-        "--run", required=True, help="training run directory (the trainer's workdir, with hf/step_N/ exports)"
+        "--run",
+        required=True,
+        help="training run directory, local or gs:// (the trainer's workdir, with hf/step_N/ exports)",
     )
-    p.add_argument("--benchmark", default="oneshotcft_math-500-validation", choices=sorted(BENCHMARKS))
+    p.add_argument(
+        "--benchmark",
+        choices=sorted(BENCHMARKS),
+        help="validation benchmark; default: the recipe's, from RUN/run.json (evaluation.select_benchmark)",
+    )
     _add_generation_args(p)
     _add_grading_args(p)
     p.set_defaults(func=_cmd_select)
