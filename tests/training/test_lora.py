@@ -12,8 +12,8 @@ from jax.sharding import PartitionSpec
 from cft_jax.config import ConfigError, build_config
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import param_leaves
-from cft_jax.models.sharding import make_mesh, model_shardings
 from cft_jax.models.shapes import SHAPES
+from cft_jax.models.sharding import make_mesh, model_shardings
 from cft_jax.training.metrics import memory_plan
 from cft_jax.training.state import TrainStep, abstract_params, global_batch, lora_spec
 from cft_jax.training.step import model_parts
