@@ -147,6 +147,14 @@ def lora_metadata(config: TrainConfig, base: nnx.State) -> dict[str, Any] | None
     return {"base_model": source, "base_fingerprint": base_fingerprint(base)}
 
 
+def describe_base(lora: dict[str, Any] | None) -> str:
+    """A run's `lora` metadata in words, for the error of a resume onto another base."""
+    if lora is None:
+        return "full fine-tuning"
+    fingerprint = lora["base_fingerprint"][:12]
+    return f"LoRA adapters on the base {lora['base_model']} (weights fingerprint {fingerprint})"
+
+
 def run_metadata(
     config: TrainConfig, model_config: ModelConfig, train_iter, steps: int, rest: nnx.State
 ) -> dict[str, Any]:
@@ -176,9 +184,9 @@ def resume(
     )
     if saved_meta.get("lora") != meta["lora"]:
         raise ConfigError(
-            f"{checkpointer.directory / str(step)}: its adapters were trained on the base "
-            f"{saved_meta.get('lora')}, but this run's base is {meta['lora']}; set model.hf_path to the "
-            "base the checkpoint names, or start afresh with --config.checkpoint.resume=false"
+            f"{checkpointer.directory / str(step)}: a checkpoint of {describe_base(saved_meta.get('lora'))}, "
+            f"but this run is {describe_base(meta['lora'])}; resume with the model.hf_path, dtype and "
+            "lora settings that wrote it, or start afresh with --config.checkpoint.resume=false"
         )
     train_iter.set_state(data_state)
     print(f"resumed from the checkpoint of step {step}", file=sys.stderr)
