@@ -38,6 +38,7 @@ from cft_jax.data.pipeline import load_examples, make_iterator, write_export_tok
 from cft_jax.errors import run_cli
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf, load_hf
+from cft_jax.models.lora import lora_param_count
 from cft_jax.models.lora_export import base_fingerprint, export_peft_adapter, merge_adapters
 from cft_jax.models.shapes import SHAPES
 from cft_jax.models.sharding import make_mesh
@@ -369,6 +370,7 @@ def dry_run_report(config: TrainConfig, num_devices: int) -> str:
         f"mesh: data={data} fsdp={fsdp} tensor={tensor} over {num_devices} devices",
         f"model: {model_config.model_type}, {model_config.num_params() / 1e9:.3f} B parameters, "
         f"{model_config.flops_per_token(config.data.seq_len) / 1e9:.2f} GFLOP per token",
+        *lora_lines(config, model_config),
         "per-device memory estimate (GiB):",
         *(f"  {name}: {value / 2**30:.2f}" for name, value in memory.items()),
         f"steps: {steps}",
@@ -376,6 +378,18 @@ def dry_run_report(config: TrainConfig, num_devices: int) -> str:
         f"({t.global_batch} sequences x {config.data.seq_len}, {t.accumulation_steps} micro-batches)",
     ]
     return "\n".join(lines)
+
+
+def lora_lines(config: TrainConfig, model_config: ModelConfig) -> list[str]:
+    """The dry run's line on what a LoRA run trains (none for full fine-tuning)."""
+    spec = lora_spec(config)
+    if spec is None:
+        return []
+    count = lora_param_count(model_config, spec)
+    return [
+        f"LoRA: rank {spec.rank} on {', '.join(spec.modules())}: {count / 1e6:.2f} M trainable "
+        f"parameters ({100 * count / model_config.num_params():.2f}% of the model), the base frozen"
+    ]
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cft_jax.errors import InputError
+from cft_jax.models.config import ModelConfig
 
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
@@ -80,11 +81,10 @@ def einsum_equations(equation: str) -> tuple[str, str, int]:
     return f"{x},{contracted}{r}->{batch}{r}", f"{batch}{r},{r}{produced}->{out}", len(contracted)
 
 
-def lora_param_count(
-    hidden: int, heads: int, kv_heads: int, head_dim: int, intermediate: int, layers: int, spec: LoRASpec
-) -> int:
+def lora_param_count(config: ModelConfig, spec: LoRASpec) -> int:
     """Trainable parameters of `spec`'s adapters: rank * (in + out) per targeted projection and layer."""
-    q, kv = heads * head_dim, kv_heads * head_dim
+    hidden, intermediate = config.hidden_size, config.intermediate_size
+    q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
     sizes = {
         "q_proj": hidden + q,
         "k_proj": hidden + kv,
@@ -94,7 +94,7 @@ def lora_param_count(
         "up_proj": hidden + intermediate,
         "down_proj": intermediate + hidden,
     }
-    return layers * spec.rank * sum(sizes[m] for m in spec.modules())
+    return config.num_layers * spec.rank * sum(sizes[m] for m in spec.modules())
 
 
 def init_lora_a(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype) -> jax.Array:

@@ -301,12 +301,8 @@ def memory_plan(config: Any, model_config: Any, num_devices: int) -> dict[str, f
 
     data, fsdp, tensor = resolve_mesh(config.mesh, num_devices)
     t = config.training
-    spec, m = lora_spec(config), model_config
-    lora_params = 0
-    if spec is not None:
-        lora_params = lora_param_count(
-            m.hidden_size, m.num_heads, m.num_kv_heads, m.head_dim, m.intermediate_size, m.num_layers, spec
-        )
+    spec = lora_spec(config)
+    lora_params = 0 if spec is None else lora_param_count(model_config, spec)
     return memory_estimate(
         model_config,
         param_dtype=config.model.param_dtype,

@@ -23,13 +23,10 @@ TOKENS = np.array([[5, 17, 3, 88, 42, 9, 61, 0]], np.int32)
 # Ours vs transformers/PEFT on the same weights: two libraries' fp32 matmul and softmax orders, as
 # CROSS_LIBRARY_ULPS in test_decoder_parity.py allows.
 CROSS_LIBRARY_ULPS = 128
-# Each family with a different choice of targets, so the name patterns and every layout (q/k/v with
-# heads, o_proj with two input dims, the MLP's) are exercised.
-TARGETS = {
-    "llama": ("*_proj",),
-    "qwen2": ("[qv]_proj", "down_proj"),
-    "qwen3": ("o_proj", "gate_proj", "up_proj"),
-}
+# Llama untied with every projection adapted (each layout: q/k/v with heads, o_proj with two input
+# dims, the MLP's); Qwen2 tied, with q/k/v biases, and a subset chosen by patterns. Qwen3 differs only
+# in its q/k norms, which no adapter touches.
+TARGETS = {"llama": ("*_proj",), "qwen2": ("[qv]_proj", "down_proj")}
 
 
 def adapted_model(hf_dir, family):
@@ -50,7 +47,7 @@ def adapted_model(hf_dir, family):
     return config, model_config, graphdef, adapters, base
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_peft_loads_our_adapter_and_transformers_our_merge_with_equal_logits(family, tmp_path, tiny_hf):
     import torch
     from peft import PeftModel
