@@ -19,7 +19,15 @@ from flax import nnx
 
 from cft_jax.models.attention import get_attention
 from cft_jax.models.config import ModelConfig
-from cft_jax.models.lora import ADAPTER_DTYPE, RANK_AXIS, LoRAParam, LoRASpec, einsum_equations, init_lora_a
+from cft_jax.models.lora import (
+    ADAPTER_DTYPE,
+    RANK_AXIS,
+    LoRAParam,
+    LoRASpec,
+    adapter_for,
+    einsum_equations,
+    init_lora_a,
+)
 from cft_jax.models.sharding import constrain, placed_value
 
 Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
@@ -205,16 +213,12 @@ class MLP(nnx.Module):
         d, f = config.hidden_size, config.intermediate_size
         dtypes = {"param_dtype": param_dtype, "compute_dtype": compute_dtype, "rngs": rngs}
 
-        def adapter(name: str) -> LoRASpec | None:
-            return lora if lora is not None and lora.applies_to(name) else None
+        def projection(name: str, equation: str, shape: tuple[int, int], axes: tuple[str, str]) -> Projection:
+            return Projection(equation, shape, axes, lora=adapter_for(lora, name), **dtypes)
 
-        self.gate_proj = Projection(
-            "btd,df->btf", (d, f), ("embed", "mlp"), lora=adapter("gate_proj"), **dtypes
-        )
-        self.up_proj = Projection("btd,df->btf", (d, f), ("embed", "mlp"), lora=adapter("up_proj"), **dtypes)
-        self.down_proj = Projection(
-            "btf,fd->btd", (f, d), ("mlp", "embed"), lora=adapter("down_proj"), **dtypes
-        )
+        self.gate_proj = projection("gate_proj", "btd,df->btf", (d, f), ("embed", "mlp"))
+        self.up_proj = projection("up_proj", "btd,df->btf", (d, f), ("embed", "mlp"))
+        self.down_proj = projection("down_proj", "btf,fd->btd", (f, d), ("mlp", "embed"))
 
     def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
         """[batch, seq, hidden] -> [batch, seq, hidden]; `dropout_key` for the adapters' dropout."""
@@ -240,9 +244,6 @@ class Attention(nnx.Module):
         d, h, k, dh = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
         dtypes = {"param_dtype": param_dtype, "compute_dtype": compute_dtype, "rngs": rngs}
 
-        def adapter(name: str) -> LoRASpec | None:
-            return lora if lora is not None and lora.applies_to(name) else None
-
         def in_proj(name: str, heads: int, heads_axis: str) -> Projection:
             return Projection(
                 "btd,dhk->bthk",
@@ -250,7 +251,7 @@ class Attention(nnx.Module):
                 ("embed", heads_axis, "head_dim"),
                 bias_shape=(heads, dh) if config.attention_bias else None,
                 bias_axes=(heads_axis, "head_dim"),
-                lora=adapter(name),
+                lora=adapter_for(lora, name),
                 **dtypes,
             )
 
@@ -258,7 +259,9 @@ class Attention(nnx.Module):
         self.k_proj = in_proj("k_proj", k, "kv_heads")
         self.v_proj = in_proj("v_proj", k, "kv_heads")
         o_axes = ("q_heads", "head_dim", "embed")
-        self.o_proj = Projection("bthk,hkd->btd", (h, dh, d), o_axes, lora=adapter("o_proj"), **dtypes)
+        self.o_proj = Projection(
+            "bthk,hkd->btd", (h, dh, d), o_axes, lora=adapter_for(lora, "o_proj"), **dtypes
+        )
         norm = {"param_dtype": param_dtype, "axes": ("head_dim",), "rngs": rngs}
         self.q_norm = RMSNorm(dh, config.rms_norm_eps, **norm) if config.qk_norm else None
         self.k_norm = RMSNorm(dh, config.rms_norm_eps, **norm) if config.qk_norm else None

@@ -62,8 +62,10 @@ class LoRASpec:
         """The targeted projection names, in `PROJECTIONS` order."""
         return tuple(p for p in PROJECTIONS if any(fnmatch.fnmatch(p, t) for t in self.targets))
 
-    def applies_to(self, projection: str) -> bool:
-        return projection in self.modules()
+
+def adapter_for(spec: LoRASpec | None, projection: str) -> LoRASpec | None:
+    """`spec` if it targets the projection named `projection` (e.g. "q_proj"), else None."""
+    return spec if spec is not None and projection in spec.modules() else None
 
 
 def einsum_equations(equation: str) -> tuple[str, str, int]:

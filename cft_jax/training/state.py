@@ -204,21 +204,15 @@ class TrainStep:
         """The jitted update (params, opt_state, batch, rest) -> (params, opt_state, metrics); trace it
         under `jax.set_mesh(self.mesh)` (`__call__` and `lower` do). `rest` (a LoRA run's frozen base)
         is an argument, not a constant baked into the program, and is not donated."""
-
-        def step(params, opt_state, batch, rest):
-            return train_step(
-                params,
-                opt_state,
-                batch,
-                graphdef=self.graphdef,
-                rest=rest,
-                tx=self.tx,
-                schedule=self.schedule,
-                accumulation_steps=self.accumulation_steps,
-                vocab_chunk=self.vocab_chunk,
-                dropout_seed=self.dropout_seed,
-            )
-
+        step = functools.partial(
+            train_step,
+            graphdef=self.graphdef,
+            tx=self.tx,
+            schedule=self.schedule,
+            accumulation_steps=self.accumulation_steps,
+            vocab_chunk=self.vocab_chunk,
+            dropout_seed=self.dropout_seed,
+        )
         replicated = NamedSharding(self.mesh, PartitionSpec())
         return jax.jit(
             step,
@@ -229,9 +223,7 @@ class TrainStep:
 
     @functools.cached_property
     def _eval(self):
-        def step(params, batch, rest):
-            return eval_step(params, batch, graphdef=self.graphdef, rest=rest, vocab_chunk=self.vocab_chunk)
-
+        step = functools.partial(eval_step, graphdef=self.graphdef, vocab_chunk=self.vocab_chunk)
         return jax.jit(step, in_shardings=(self.param_shardings, self.batch_sharding, self.rest_shardings))
 
     def __call__(self, params: nnx.State, opt_state: Any, batch: dict[str, jax.Array]):

@@ -255,9 +255,9 @@ def train_step(
     params: nnx.State,
     opt_state: optax.OptState,
     batch: Batch,
+    rest: nnx.State,
     *,
     graphdef: nnx.GraphDef,
-    rest: nnx.State,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     accumulation_steps: int,
@@ -294,7 +294,7 @@ def train_step(
 
 
 def eval_step(
-    params: nnx.State, batch: Batch, *, graphdef: nnx.GraphDef, rest: nnx.State, vocab_chunk: int
+    params: nnx.State, batch: Batch, rest: nnx.State, *, graphdef: nnx.GraphDef, vocab_chunk: int
 ) -> dict[str, jax.Array]:
     """Summed held-out NLL and target tokens of one batch (the caller divides after summing batches)."""
     loss_sum, tokens = summed_loss(nnx.merge(graphdef, params, rest), batch, vocab_chunk)
