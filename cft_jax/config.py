@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import fnmatch
 import importlib.util
 import json
 import re
@@ -28,6 +29,7 @@ from typing import Any, Literal
 import yaml
 
 from cft_jax.errors import InputError
+from cft_jax.models.lora import PROJECTIONS
 from cft_jax.models.sharding import mesh_shape
 
 DTYPES = ("float32", "bfloat16")
@@ -169,6 +171,9 @@ class ExportSection:
     at_end: bool = True  # HF export of the final step
     dtype: Literal["float32", "bfloat16"] = "bfloat16"  # of the exported weights
     keep: int = 0  # the newest N exports stay (and the one eval select marked best); 0 = all
+    # A LoRA run's export: "merged" = full HF weights with the adapters folded in (export.dtype);
+    # "adapter" = the adapters alone in PEFT's format (adapter_config.json + adapter_model.safetensors).
+    lora: Literal["merged", "adapter"] = "merged"
 
 
 @dataclasses.dataclass
@@ -186,6 +191,17 @@ class LoggingSection:
 
 
 @dataclasses.dataclass
+class LoRASection:
+    """Low-rank adapters (`cft_jax.models.lora`): rank 0 = off, full fine-tuning."""
+
+    rank: int = 0  # > 0: train only rank-`rank` adapters on the targeted projections, the base frozen
+    alpha: float = 16.0  # the adapters' output is scaled by alpha / rank (PEFT's lora_alpha)
+    dropout: float = 0.0  # dropout on the adapters' input while training (PEFT's lora_dropout)
+    # fnmatch patterns over q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj
+    targets: tuple[str, ...] = ("*_proj",)
+
+
+@dataclasses.dataclass
 class TrainConfig:
     model: ModelSection = dataclasses.field(default_factory=ModelSection)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -196,6 +212,7 @@ class TrainConfig:
     evaluation: EvaluationSection = dataclasses.field(default_factory=EvaluationSection)
     export: ExportSection = dataclasses.field(default_factory=ExportSection)
     logging: LoggingSection = dataclasses.field(default_factory=LoggingSection)
+    lora: LoRASection = dataclasses.field(default_factory=LoRASection)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -614,6 +631,29 @@ def data_errors(data: DataConfig) -> list[str]:
     return errors
 
 
+def lora_errors(lora: LoRASection) -> list[str]:
+    """The lora section's bad values, one line per key."""
+    if lora.rank < 0:
+        return [f"lora.rank={lora.rank}: must be > 0 to train LoRA adapters, or 0 for full fine-tuning"]
+    if lora.rank == 0:
+        changed = [f"lora.{f.name}" for f in dataclasses.fields(lora) if getattr(lora, f.name) != f.default]
+        return [f"{', '.join(changed)} set with lora.rank=0 (LoRA off): set lora.rank > 0"] if changed else []
+    errors = []
+    if lora.alpha <= 0:
+        errors.append(f"lora.alpha={lora.alpha}: must be > 0 (the adapters are scaled by alpha / rank)")
+    if not 0 <= lora.dropout < 1:
+        errors.append(f"lora.dropout={lora.dropout}: must be in [0, 1)")
+    if not lora.targets:
+        errors.append(f"lora.targets=(): name at least one of {list(PROJECTIONS)}")
+    for pattern in lora.targets:
+        if not fnmatch.filter(PROJECTIONS, pattern):
+            errors.append(
+                f"lora.targets: {pattern!r} matches none of {list(PROJECTIONS)}; use their names or "
+                "fnmatch patterns over them, e.g. ('q_proj', 'v_proj') or ('*_proj',)"
+            )
+    return errors
+
+
 def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str]:
     """Every type, range and cross-key error, one line per bad key (empty when the config is good).
 
@@ -646,6 +686,7 @@ def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str
     }
     errors += [f"{key}={value}: must be >= 0" for key, value in non_negative.items() if value < 0]
     errors += data_errors(config.data)
+    errors += lora_errors(config.lora)
     if config.data.epochs is None and t.max_steps == 0:
         errors.append(
             "training.max_steps=0 with data.epochs=None (repeat forever): set max_steps or data.epochs"

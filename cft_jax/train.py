@@ -44,6 +44,8 @@ from cft_jax.evaluation.suites import BENCHMARKS
 from cft_jax.hub import is_hub
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf, load_hf
+from cft_jax.models.lora import lora_param_count
+from cft_jax.models.lora_export import base_fingerprint, export_peft_adapter, merge_adapters
 from cft_jax.models.shapes import SHAPES
 from cft_jax.models.sharding import make_mesh
 from cft_jax.remote import as_path
@@ -58,17 +60,29 @@ from cft_jax.training.config_help import config_help
 from cft_jax.training.exports import prune_exports
 from cft_jax.training.loop import Policy, StepMeter
 from cft_jax.training.preflight import preflight
-from cft_jax.training.state import TrainStep, decoder_options, global_batch, init_params
+from cft_jax.training.state import (
+    TrainStep,
+    add_adapters,
+    decoder_options,
+    global_batch,
+    init_params,
+    lora_spec,
+)
 from cft_jax.training.step import model_parts
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_smollm2.py"
 
 
 def build_model(config: TrainConfig, mesh: Mesh) -> tuple[nnx.GraphDef, nnx.State, nnx.State, ModelConfig]:
-    """(graphdef, parameters already sharded on `mesh`, the rest, model config): HF weights or random init."""
+    """(graphdef, trainable parameters already sharded on `mesh`, the rest, model config): HF weights or
+    random init. With LoRA (lora.rank > 0) the trainable parameters are fresh adapters and the rest
+    holds the base's weights, frozen."""
     if config.model.hf_path:
         model, model_config = load_hf(config.model.hf_path, mesh=mesh, **hf_options(config))
-        return (*model_parts(model), model_config)
+        graphdef, params, rest = model_parts(model)
+        if lora_spec(config) is not None:
+            return (*add_adapters(config, model_config, mesh, params), model_config)
+        return graphdef, params, rest, model_config
     model_config = ModelConfig.from_hf(config.model.init_config)
     return (*init_params(config, model_config, mesh), model_config)
 
@@ -154,9 +168,28 @@ def data_iterator(config: TrainConfig, split: str = "train"):
     )
 
 
-def run_metadata(config: TrainConfig, model_config: ModelConfig, train_iter, steps: int) -> dict[str, Any]:
-    """What every checkpoint records beside the state: config, data, code, seed."""
+def lora_metadata(config: TrainConfig, base: nnx.State) -> dict[str, Any] | None:
+    """What a LoRA checkpoint records of its base: where it came from and a fingerprint of its weights."""
+    if lora_spec(config) is None:
+        return None
+    source = config.model.hf_path or f"random init (training.seed={config.training.seed})"
+    return {"base_model": source, "base_fingerprint": base_fingerprint(base)}
+
+
+def describe_base(lora: dict[str, Any] | None) -> str:
+    """A run's `lora` metadata in words, for the error of a resume onto another base."""
+    if lora is None:
+        return "full fine-tuning"
+    fingerprint = lora["base_fingerprint"][:12]
+    return f"LoRA adapters on the base {lora['base_model']} (weights fingerprint {fingerprint})"
+
+
+def run_metadata(
+    config: TrainConfig, model_config: ModelConfig, train_iter, steps: int, rest: nnx.State
+) -> dict[str, Any]:
+    """What every checkpoint records beside the state: config, data, code, seed, a LoRA run's base."""
     return {
+        "lora": lora_metadata(config, rest),
         "config": config.to_dict(),
         "model_config": model_config.to_hf(),
         "data": train_iter.report.to_dict(),
@@ -194,6 +227,12 @@ def resume(
         abstract_params=abstract_with_shardings(params, step_fn.param_shardings),
         abstract_opt_state=abstract_with_shardings(opt_state, step_fn.opt_shardings),
     )
+    if saved_meta.get("lora") != meta["lora"]:
+        raise ConfigError(
+            f"{checkpointer.directory / str(step)}: a checkpoint of {describe_base(saved_meta.get('lora'))}, "
+            f"but this run is {describe_base(meta['lora'])}; resume with the model.hf_path, dtype and "
+            "lora settings that wrote it, or start afresh with --config.checkpoint.resume=false"
+        )
     train_iter.set_state(data_state)
     print(f"resumed from the checkpoint of step {step}", file=sys.stderr)
     if saved_meta.get("data_fingerprints") != meta["data_fingerprints"]:
@@ -252,12 +291,18 @@ class Run:
         self.last_saved = step
 
     def export(self, step: int, params: nnx.State) -> None:
-        """A collective in a multi-host run: every process gathers, process 0 writes."""
+        """A collective in a multi-host run: every process gathers, process 0 writes. A LoRA run exports
+        the base with the adapters merged in, or the adapters alone in PEFT's format (export.lora)."""
         self.checkpointer.wait()
         target = self.workdir / "hf" / f"step_{step}"
-        export_hf(
-            params, self.model_config, target, dtype=self.config.export.dtype, tokenizer_dir=self.tokenizer
-        )
+        spec, dtype = lora_spec(self.config), self.config.export.dtype
+        if spec is not None and self.config.export.lora == "adapter":
+            base = self.meta["lora"]["base_model"]
+            export_peft_adapter(params, spec, target, base_model=base, tokenizer_dir=self.tokenizer)
+        else:
+            if spec is not None:
+                params = merge_adapters(self.step_fn.rest, params, spec)
+            export_hf(params, self.model_config, target, dtype=dtype, tokenizer_dir=self.tokenizer)
         if jax.process_index() == 0:
             for name in prune_exports(self.workdir, self.config.export.keep):
                 print(
@@ -287,7 +332,7 @@ def start(config: TrainConfig) -> tuple[Run, int, nnx.State, Any]:
     checkpointer = Checkpointer(
         workdir / "checkpoints", keep=config.checkpoint.keep, async_save=config.checkpoint.async_save
     )
-    meta = run_metadata(config, model_config, train_iter, steps)
+    meta = run_metadata(config, model_config, train_iter, steps, rest)
     step = 0
     if config.checkpoint.resume:
         step, params, opt_state = resume(checkpointer, step_fn, params, opt_state, train_iter, meta)
@@ -394,6 +439,7 @@ def dry_run_report(config: TrainConfig, num_devices: int) -> str:
         f"mesh: data={data} fsdp={fsdp} tensor={tensor} over {num_devices} devices",
         f"model: {model_config.model_type}, {model_config.num_params() / 1e9:.3f} B parameters, "
         f"{model_config.flops_per_token(config.data.seq_len) / 1e9:.2f} GFLOP per token",
+        *lora_lines(config, model_config),
         "per-device memory estimate (GiB):",
         *(f"  {name}: {value / 2**30:.2f}" for name, value in memory.items()),
         f"steps: {steps}",
@@ -401,6 +447,18 @@ def dry_run_report(config: TrainConfig, num_devices: int) -> str:
         f"({t.global_batch} sequences x {config.data.seq_len}, {t.accumulation_steps} micro-batches)",
     ]
     return "\n".join(lines)
+
+
+def lora_lines(config: TrainConfig, model_config: ModelConfig) -> list[str]:
+    """The dry run's line on what a LoRA run trains (none for full fine-tuning)."""
+    spec = lora_spec(config)
+    if spec is None:
+        return []
+    count = lora_param_count(model_config, spec)
+    return [
+        f"LoRA: rank {spec.rank} on {', '.join(spec.modules())}: {count / 1e6:.2f} M trainable "
+        f"parameters ({100 * count / model_config.num_params():.2f}% of the model), the base frozen"
+    ]
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -115,6 +115,13 @@ def load_params(
             shardings = model_shardings(target_state, mesh)
             shardings = shardings.to_pure_dict() if isinstance(shardings, nnx.State) else shardings
         expected = param_leaves(target_state)
+        if stored_leaves and all(path[-1] in ("lora_a", "lora_b") for path in stored_leaves):
+            raise OrbaxCheckpointError(
+                f"{ckpt_dir / str(step) / MODEL_ITEM}: a LoRA run's checkpoint holds its adapters alone, "
+                "not a model: rerun `python -m cft_jax.train` with the run's config, which resumes a "
+                "finished run at its last step and exports it (export.lora=merged: full HF weights, "
+                "adapter: PEFT's format)"
+            )
         if set(expected) != set(stored_leaves):
             missing, unexpected = set(expected) - set(stored_leaves), set(stored_leaves) - set(expected)
             raise OrbaxCheckpointError(

@@ -19,6 +19,15 @@ from flax import nnx
 
 from cft_jax.models.attention import cached_attention, get_attention
 from cft_jax.models.config import ModelConfig
+from cft_jax.models.lora import (
+    ADAPTER_DTYPE,
+    RANK_AXIS,
+    LoRAParam,
+    LoRASpec,
+    adapter_for,
+    einsum_equations,
+    init_lora_a,
+)
 from cft_jax.models.sharding import constrain, placed_value
 
 Initializer = Callable[[jax.Array, tuple[int, ...], jnp.dtype], jax.Array]
@@ -124,7 +133,11 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 class Projection(nnx.Module):
-    """A dense layer written as an einsum, so attention kernels keep heads as their own axes."""
+    """A dense layer written as an einsum, so attention kernels keep heads as their own axes.
+
+    With `lora`, also a low-rank adapter (cft_jax/models/lora.py): y = x W + scaling * dropout(x) A B,
+    A [in..., rank] and B [rank, out...] laid out like the kernel's input and output dimensions.
+    """
 
     def __init__(
         self,
@@ -137,6 +150,7 @@ class Projection(nnx.Module):
         param_dtype: jnp.dtype,
         compute_dtype: jnp.dtype,
         rngs: nnx.Rngs,
+        lora: LoRASpec | None = None,
     ):
         self.equation = equation
         self.compute_dtype = compute_dtype
@@ -145,32 +159,73 @@ class Projection(nnx.Module):
         self.bias = (
             param(rngs, nnx.initializers.zeros, bias_shape, bias_axes, param_dtype) if has_bias else None
         )
+        self.lora = lora
+        if lora is not None:
+            self.lora_equations = einsum_equations(equation)
+            n_in = self.lora_equations[2]
+            a_shape, b_shape = (*kernel_shape[:n_in], lora.rank), (lora.rank, *kernel_shape[n_in:])
+            a_axes, b_axes = (*kernel_axes[:n_in], RANK_AXIS), (RANK_AXIS, *kernel_axes[n_in:])
+            self.lora_a = LoRAParam(
+                init_lora_a(rngs.params(), a_shape, ADAPTER_DTYPE), out_sharding=a_axes, eager_sharding=False
+            )
+            self.lora_b = LoRAParam(
+                jnp.zeros(b_shape, ADAPTER_DTYPE), out_sharding=b_axes, eager_sharding=False
+            )
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = jnp.einsum(
-            self.equation, x.astype(self.compute_dtype), placed_value(self.kernel).astype(self.compute_dtype)
-        )
+    def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """`dropout_key`: the adapter's input dropout in training (None: no dropout, as in evaluation)."""
+        x = x.astype(self.compute_dtype)
+        y = jnp.einsum(self.equation, x, placed_value(self.kernel).astype(self.compute_dtype))
         if self.bias is not None:
             y = y + placed_value(self.bias).astype(self.compute_dtype)
+        if self.lora is not None:
+            y = y + self._adapter(x, dropout_key)
         return y
+
+    def _adapter(self, x: jax.Array, dropout_key: jax.Array | None) -> jax.Array:
+        rate = self.lora.dropout
+        if dropout_key is not None and rate > 0:
+            keep = jax.random.bernoulli(dropout_key, 1.0 - rate, x.shape)
+            x = jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+        down_equation, up_equation, _ = self.lora_equations
+        down = jnp.einsum(down_equation, x, placed_value(self.lora_a).astype(self.compute_dtype))
+        up = jnp.einsum(up_equation, down, placed_value(self.lora_b).astype(self.compute_dtype))
+        return (self.lora.scaling * up).astype(self.compute_dtype)
+
+
+def layer_keys(key: jax.Array | None, count: int) -> list[jax.Array | None]:
+    """`count` independent dropout keys from one (all None without a key)."""
+    return [None] * count if key is None else list(jax.random.split(key, count))
 
 
 class MLP(nnx.Module):
     """SwiGLU: down(silu(gate(x)) * up(x))."""
 
     def __init__(
-        self, config: ModelConfig, *, param_dtype: jnp.dtype, compute_dtype: jnp.dtype, rngs: nnx.Rngs
+        self,
+        config: ModelConfig,
+        *,
+        param_dtype: jnp.dtype,
+        compute_dtype: jnp.dtype,
+        rngs: nnx.Rngs,
+        lora: LoRASpec | None = None,
     ):
         d, f = config.hidden_size, config.intermediate_size
         dtypes = {"param_dtype": param_dtype, "compute_dtype": compute_dtype, "rngs": rngs}
-        self.gate_proj = Projection("btd,df->btf", (d, f), ("embed", "mlp"), **dtypes)
-        self.up_proj = Projection("btd,df->btf", (d, f), ("embed", "mlp"), **dtypes)
-        self.down_proj = Projection("btf,fd->btd", (f, d), ("mlp", "embed"), **dtypes)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """[batch, seq, hidden] -> [batch, seq, hidden]."""
-        gate, up = constrain(self.gate_proj(x), MLP_AXES), constrain(self.up_proj(x), MLP_AXES)
-        return constrain(self.down_proj(jax.nn.silu(gate) * up), HIDDEN_AXES)
+        def projection(name: str, equation: str, shape: tuple[int, int], axes: tuple[str, str]) -> Projection:
+            return Projection(equation, shape, axes, lora=adapter_for(lora, name), **dtypes)
+
+        self.gate_proj = projection("gate_proj", "btd,df->btf", (d, f), ("embed", "mlp"))
+        self.up_proj = projection("up_proj", "btd,df->btf", (d, f), ("embed", "mlp"))
+        self.down_proj = projection("down_proj", "btf,fd->btd", (f, d), ("mlp", "embed"))
+
+    def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+        """[batch, seq, hidden] -> [batch, seq, hidden]; `dropout_key` for the adapters' dropout."""
+        gate_key, up_key, down_key = layer_keys(dropout_key, 3)
+        gate = constrain(self.gate_proj(x, gate_key), MLP_AXES)
+        up = constrain(self.up_proj(x, up_key), MLP_AXES)
+        return constrain(self.down_proj(jax.nn.silu(gate) * up, down_key), HIDDEN_AXES)
 
 
 class Attention(nnx.Module):
@@ -184,24 +239,29 @@ class Attention(nnx.Module):
         compute_dtype: jnp.dtype,
         attention_impl: str,
         rngs: nnx.Rngs,
+        lora: LoRASpec | None = None,
     ):
         d, h, k, dh = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
         dtypes = {"param_dtype": param_dtype, "compute_dtype": compute_dtype, "rngs": rngs}
 
-        def in_proj(heads: int, heads_axis: str) -> Projection:
+        def in_proj(name: str, heads: int, heads_axis: str) -> Projection:
             return Projection(
                 "btd,dhk->bthk",
                 (d, heads, dh),
                 ("embed", heads_axis, "head_dim"),
                 bias_shape=(heads, dh) if config.attention_bias else None,
                 bias_axes=(heads_axis, "head_dim"),
+                lora=adapter_for(lora, name),
                 **dtypes,
             )
 
-        self.q_proj = in_proj(h, "q_heads")
-        self.k_proj = in_proj(k, "kv_heads")
-        self.v_proj = in_proj(k, "kv_heads")
-        self.o_proj = Projection("bthk,hkd->btd", (h, dh, d), ("q_heads", "head_dim", "embed"), **dtypes)
+        self.q_proj = in_proj("q_proj", h, "q_heads")
+        self.k_proj = in_proj("k_proj", k, "kv_heads")
+        self.v_proj = in_proj("v_proj", k, "kv_heads")
+        o_axes = ("q_heads", "head_dim", "embed")
+        self.o_proj = Projection(
+            "bthk,hkd->btd", (h, dh, d), o_axes, lora=adapter_for(lora, "o_proj"), **dtypes
+        )
         norm = {"param_dtype": param_dtype, "axes": ("head_dim",), "rngs": rngs}
         self.q_norm = RMSNorm(dh, config.rms_norm_eps, **norm) if config.qk_norm else None
         self.k_norm = RMSNorm(dh, config.rms_norm_eps, **norm) if config.qk_norm else None
@@ -209,20 +269,33 @@ class Attention(nnx.Module):
         self.q_axes = ("batch", "seq", "q_heads", "head_dim")
         self.kv_axes = ("batch", "seq", "kv_heads", "head_dim")
 
-    def _qkv(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def _qkv(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, keys: tuple = (None, None, None)
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """x: [batch, seq, hidden] -> q [batch, seq, heads, head_dim], k and v [batch, seq, kv_heads,
-        head_dim], with the q/k norms and the rotary embedding applied."""
-        q = constrain(self.q_proj(x), self.q_axes)
-        k, v = constrain(self.k_proj(x), self.kv_axes), constrain(self.v_proj(x), self.kv_axes)
+        head_dim], with the q/k norms and the rotary embedding applied; `keys`: the q/k/v adapters'
+        dropout keys."""
+        q_key, k_key, v_key = keys
+        q = constrain(self.q_proj(x, q_key), self.q_axes)
+        k, v = constrain(self.k_proj(x, k_key), self.kv_axes), constrain(self.v_proj(x, v_key), self.kv_axes)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
-        """x: [batch, seq, hidden]; cos, sin: [batch, seq, head_dim]; segment_ids: [batch, seq]."""
-        q, k, v = self._qkv(x, cos, sin)
+    def __call__(
+        self,
+        x: jax.Array,
+        cos: jax.Array,
+        sin: jax.Array,
+        segment_ids: jax.Array,
+        dropout_key: jax.Array | None = None,
+    ) -> jax.Array:
+        """x: [batch, seq, hidden]; cos, sin: [batch, seq, head_dim]; segment_ids: [batch, seq];
+        `dropout_key` for the adapters' dropout."""
+        q_key, k_key, v_key, o_key = layer_keys(dropout_key, 4)
+        q, k, v = self._qkv(x, cos, sin, (q_key, k_key, v_key))
         out = constrain(self.attention_fn(q, k, v, segment_ids), self.q_axes)
-        return constrain(self.o_proj(out), HIDDEN_AXES)
+        return constrain(self.o_proj(out, o_key), HIDDEN_AXES)
 
     def cached(
         self,

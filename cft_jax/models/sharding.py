@@ -38,6 +38,8 @@ LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
     "head_dim": None,
     "layers": None,
     "norm": None,
+    # LoRA adapters (models/lora.py): the rank is small, kept whole; their other axes split as the kernel's.
+    "lora_rank": None,
 }
 
 

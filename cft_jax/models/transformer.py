@@ -21,10 +21,12 @@ from cft_jax.models.layers import (
     Attention,
     Embed,
     RMSNorm,
+    layer_keys,
     param,
     rope_cos_sin,
 )
 from cft_jax.models.loops import unroll
+from cft_jax.models.lora import LoRASpec
 from cft_jax.models.sharding import constrain, placed_value
 
 # The name of each layer's input, which the "offload" policy keeps in host memory.
@@ -58,18 +60,27 @@ class DecoderLayer(nnx.Module):
         compute_dtype: jnp.dtype,
         attention_impl: str,
         rngs: nnx.Rngs,
+        lora: LoRASpec | None = None,
     ):
         norm = {"param_dtype": param_dtype, "axes": ("norm",), "rngs": rngs}
-        dtypes = {"param_dtype": param_dtype, "compute_dtype": compute_dtype, "rngs": rngs}
+        dtypes = {"param_dtype": param_dtype, "compute_dtype": compute_dtype, "rngs": rngs, "lora": lora}
         self.attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **norm)
         self.attn = Attention(config, attention_impl=attention_impl, **dtypes)
         self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **norm)
         self.mlp = MLP(config, **dtypes)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segment_ids: jax.Array) -> jax.Array:
-        """[batch, seq, hidden] -> [batch, seq, hidden]."""
-        x = x + self.attn(self.attn_norm(x), cos, sin, segment_ids)
-        return x + self.mlp(self.mlp_norm(x))
+    def __call__(
+        self,
+        x: jax.Array,
+        cos: jax.Array,
+        sin: jax.Array,
+        segment_ids: jax.Array,
+        dropout_key: jax.Array | None = None,
+    ) -> jax.Array:
+        """[batch, seq, hidden] -> [batch, seq, hidden]; `dropout_key` for LoRA adapters' dropout."""
+        attn_key, mlp_key = layer_keys(dropout_key, 2)
+        x = x + self.attn(self.attn_norm(x), cos, sin, segment_ids, attn_key)
+        return x + self.mlp(self.mlp_norm(x), mlp_key)
 
     def cached(
         self,
@@ -113,6 +124,7 @@ class Decoder(nnx.Module):
       compute_dtype: dtype of activations and matmuls; norms and softmax still run in float32.
       remat: a key of `REMAT_POLICIES`: what each layer saves for the backward pass.
       attention_impl: a key of `cft_jax.models.attention.ATTENTION_IMPLS`.
+      lora: low-rank adapters on the projections it targets (cft_jax/models/lora.py), or None.
       rngs: initialisation randomness (the values are overwritten when loading a checkpoint).
     """
 
@@ -124,6 +136,7 @@ class Decoder(nnx.Module):
         compute_dtype: jnp.dtype = jnp.float32,
         remat: str = "none",
         attention_impl: str = "xla",
+        lora: LoRASpec | None = None,
         rngs: nnx.Rngs,
     ):
         if remat not in REMAT_POLICIES:
@@ -142,6 +155,7 @@ class Decoder(nnx.Module):
                 compute_dtype=compute_dtype,
                 attention_impl=attention_impl,
                 rngs=rngs,
+                lora=lora,
             )
 
         self.layers = stacked_layers(rngs)
@@ -152,12 +166,17 @@ class Decoder(nnx.Module):
         self.lm_head = None if tied else LMHead(config, param_dtype=param_dtype, rngs=rngs)
 
     def hidden_states(
-        self, input_ids: jax.Array, positions: jax.Array | None = None, segment_ids: jax.Array | None = None
+        self,
+        input_ids: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        dropout_key: jax.Array | None = None,
     ) -> jax.Array:
         """[batch, seq] token ids -> [batch, seq, hidden] after the final norm, in compute dtype.
 
         segment_ids: [batch, seq] int, 0 = padding; a token attends causally within its own segment.
         positions: [batch, seq] int; default arange, restarting per segment when segment_ids is given.
+        dropout_key: LoRA adapters' dropout (training only); None = no dropout.
         """
         if segment_ids is None:
             segment_ids = jnp.ones_like(input_ids)
@@ -166,20 +185,22 @@ class Decoder(nnx.Module):
         cos, sin = rope_cos_sin(self.config, positions)
         x = constrain(self.embed(input_ids).astype(self.compute_dtype), HIDDEN_AXES)
 
-        def apply_layer(x: jax.Array, layer: DecoderLayer) -> jax.Array:
+        def apply_layer(x: jax.Array, layer: DecoderLayer, key: jax.Array | None) -> jax.Array:
             x = constrain(x, HIDDEN_AXES)
-            return constrain(layer(checkpoint_name(x, LAYER_INPUT), cos, sin, segment_ids), HIDDEN_AXES)
+            return constrain(layer(checkpoint_name(x, LAYER_INPUT), cos, sin, segment_ids, key), HIDDEN_AXES)
 
         if self.remat != "none":
             apply_layer = nnx.remat(apply_layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
+        # One dropout key per layer, scanned with the layers' weights.
+        keys = None if dropout_key is None else jax.random.split(dropout_key, self.config.num_layers)
         scan = nnx.scan(
             apply_layer,
-            in_axes=(nnx.Carry, 0),
+            in_axes=(nnx.Carry, 0, None if keys is None else 0),
             out_axes=nnx.Carry,
             unroll=unroll().layers,
             transform_metadata={nnx.PARTITION_NAME: "layers"},
         )
-        return constrain(self.final_norm(scan(x, self.layers)), HIDDEN_AXES)
+        return constrain(self.final_norm(scan(x, self.layers, keys)), HIDDEN_AXES)
 
     def cached_hidden_states(
         self,

@@ -24,6 +24,7 @@ from typing import Any
 import jax
 from etils import epath
 
+from cft_jax.models.lora import lora_param_count
 from cft_jax.remote import is_remote
 
 # Dense bf16 peak FLOP/s per device (one TPU chip, one GPU), from the vendors' data sheets.
@@ -230,6 +231,7 @@ def memory_estimate(
     accumulation_steps: int = 1,
     attention_impl: str = "xla",
     vocab_chunk: int = 16384,
+    lora_params: int = 0,
 ) -> dict[str, float]:
     """Per-device bytes of a training step, the plan `--dry_run` prints before anything is compiled.
 
@@ -246,6 +248,9 @@ def memory_estimate(
         chunk's (the counts above); with `attention_impl="xla"` a layer's [b, heads, seq, seq] fp32
         scores and compute-dtype probabilities ("auto" is counted as the fused kernel it picks on a
         TPU or GPU, which keeps a [b, heads, seq] log-sum-exp).
+      lora_params > 0 (a LoRA run): only that many fp32 adapter parameters train, so the gradients,
+        the accumulators and AdamW's state are theirs; the base stays in `param_dtype`, frozen, and
+        has no gradient (the embedding's gradient copies go too).
     Calibrated on full-remat steps compiled for TPU (the counts above); for the other remat policies
     and for GPUs the `--aot` report is the number to trust.
     """
@@ -265,9 +270,16 @@ def memory_estimate(
     dh = config.head_dim
     chunk = min(vocab_chunk, config.vocab_size)
 
-    accumulators = n * 4 / shards if accumulation_steps > 1 else 0.0
-    cast_copy = layer_params * act_bytes / shards if act_bytes != param_bytes else 0.0
-    micro_grads = (layer_params * act_bytes + embeddings * param_bytes) / shards
+    if lora_params:
+        # Adapters are fp32 (models/lora.py): AdamW's state and accumulators in fp32 too.
+        trained, trained_layers, embedding_grads = lora_params, lora_params, 0.0
+        mu_bytes, trained_bytes = (4 if mu_dtype == "param" else width(mu_dtype)), 4
+    else:
+        trained, trained_layers, embedding_grads = n, layer_params, embeddings
+        trained_bytes = param_bytes
+    accumulators = trained * 4 / shards if accumulation_steps > 1 else 0.0
+    cast_copy = trained_layers * act_bytes / shards if act_bytes != trained_bytes else 0.0
+    micro_grads = (trained_layers * act_bytes + embedding_grads * param_bytes) / shards
     layer_input = b * s * d * act_bytes
     matmul_outputs = b * s * (2 * h * dh + 2 * k * dh + d + 2 * f + d) * act_bytes
     offloaded = 0.0
@@ -287,10 +299,10 @@ def memory_estimate(
     if attention_impl == "xla":
         one_layer += b * h * s * s * (4 + act_bytes)
     one_chunk = LOGIT_ARRAYS * b * s * chunk * 4 + 2 * b * s * d * 4
-    activations = saved + max(one_layer, one_chunk) + EMBEDDING_GRADIENT_COPIES * embeddings * 4 / shards
+    activations = saved + max(one_layer, one_chunk) + EMBEDDING_GRADIENT_COPIES * embedding_grads * 4 / shards
     state = {
-        "parameters": n * param_bytes / shards,
-        "optimizer": n * (mu_bytes + param_bytes) / shards,
+        "parameters": (n * param_bytes + lora_params * 4) / shards,
+        "optimizer": trained * (mu_bytes + trained_bytes) / shards,
         "gradients": accumulators + cast_copy + micro_grads,
     }
     return {
@@ -304,9 +316,12 @@ def memory_estimate(
 def memory_plan(config: Any, model_config: Any, num_devices: int) -> dict[str, float]:
     """`memory_estimate` for a TrainConfig on `num_devices` devices: what `--dry_run` prints."""
     from cft_jax.config import resolve_mesh
+    from cft_jax.training.state import lora_spec
 
     data, fsdp, tensor = resolve_mesh(config.mesh, num_devices)
     t = config.training
+    spec = lora_spec(config)
+    lora_params = 0 if spec is None else lora_param_count(model_config, spec)
     return memory_estimate(
         model_config,
         param_dtype=config.model.param_dtype,
@@ -320,4 +335,5 @@ def memory_plan(config: Any, model_config: Any, num_devices: int) -> dict[str, f
         accumulation_steps=t.accumulation_steps,
         attention_impl=config.model.attention_impl,
         vocab_chunk=t.vocab_chunk,
+        lora_params=lora_params,
     )

@@ -23,6 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from cft_jax.config import TrainConfig
 from cft_jax.models.config import ModelConfig
+from cft_jax.models.lora import LoRAParam, LoRASpec
 from cft_jax.models.sharding import model_shardings
 from cft_jax.models.transformer import Decoder
 from cft_jax.training.optimizer import learning_rate_schedule, optimizer_from_config, warmup_steps
@@ -30,6 +31,14 @@ from cft_jax.training.step import eval_step, model_parts, train_step
 
 BATCH_AXES = ("data", "fsdp")
 BATCH_KEYS = ("input_ids", "loss_mask", "segment_ids", "positions")
+
+
+def lora_spec(config: TrainConfig) -> LoRASpec | None:
+    """The config's LoRA adapters, or None for full fine-tuning (lora.rank = 0)."""
+    lora = config.lora
+    if lora.rank == 0:
+        return None
+    return LoRASpec(rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout, targets=tuple(lora.targets))
 
 
 def decoder_options(config: TrainConfig) -> dict[str, Any]:
@@ -44,17 +53,23 @@ def decoder_options(config: TrainConfig) -> dict[str, Any]:
 
 
 def _decoder(config: TrainConfig, model_config: ModelConfig):
-    return lambda: Decoder(model_config, **decoder_options(config), rngs=nnx.Rngs(config.training.seed))
+    return lambda: Decoder(
+        model_config, **decoder_options(config), lora=lora_spec(config), rngs=nnx.Rngs(config.training.seed)
+    )
+
+
+def _with_shardings(state: nnx.State, mesh: Mesh) -> nnx.State:
+    shardings = model_shardings(state, mesh)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
 
 
 def abstract_params(
     config: TrainConfig, model_config: ModelConfig, mesh: Mesh
 ) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
-    """(graphdef, parameters as jax.ShapeDtypeStructs carrying their shardings, the rest): no memory."""
+    """(graphdef, trainable parameters, the rest), as jax.ShapeDtypeStructs carrying their shardings:
+    no memory. With LoRA the trainable ones are the adapters and the rest holds the frozen base."""
     graphdef, params, rest = model_parts(nnx.eval_shape(_decoder(config, model_config)))
-    shardings = model_shardings(params, mesh)
-    params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), params, shardings)
-    return graphdef, params, rest
+    return graphdef, _with_shardings(params, mesh), _with_shardings(rest, mesh)
 
 
 def init_params(
@@ -67,6 +82,23 @@ def init_params(
     with jax.set_mesh(mesh):
         state = jax.jit(lambda: nnx.state(init()), out_shardings=model_shardings(abstract_state, mesh))()
     return model_parts(nnx.merge(graphdef, state))
+
+
+def add_adapters(
+    config: TrainConfig, model_config: ModelConfig, mesh: Mesh, base: nnx.State
+) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """(graphdef of the LoRA model, its freshly initialised adapters, the rest: `base`'s parameters,
+    frozen), for a base loaded without adapters (`load_hf`). The adapters are created in their
+    shardings; the base's arrays are used as they are."""
+    init = _decoder(config, model_config)
+    graphdef, adapters, rest = nnx.split(nnx.eval_shape(init), LoRAParam, ...)
+    with jax.set_mesh(mesh):
+        adapters = jax.jit(
+            lambda: nnx.state(init(), LoRAParam), out_shardings=model_shardings(adapters, mesh)
+        )()
+    rest = jax.tree.map(lambda x: x, rest)
+    nnx.replace_by_pure_dict(rest, base.to_pure_dict())
+    return graphdef, adapters, rest
 
 
 def schedule_of(config: TrainConfig, total_steps: int) -> optax.Schedule:
@@ -110,8 +142,10 @@ class TrainStep:
     schedule: optax.Schedule
     param_shardings: Any
     opt_shardings: Any
+    rest_shardings: Any
     accumulation_steps: int
     vocab_chunk: int
+    dropout_seed: int | None  # LoRA dropout's seed (None: no dropout)
 
     @classmethod
     def build(
@@ -125,10 +159,11 @@ class TrainStep:
         *,
         tx: optax.GradientTransformation | None = None,
     ) -> TrainStep:
-        """The step for `params` (real arrays or ShapeDtypeStructs, already carrying their shardings);
-        `tx` defaults to the config's AdamW over `total_steps` updates."""
+        """The step for `params` and `rest` (real arrays or ShapeDtypeStructs, already carrying their
+        shardings); `tx` defaults to the config's AdamW over `total_steps` updates."""
         schedule = schedule_of(config, total_steps)
         tx = tx or optimizer_from_config(config.optimizer, schedule)
+        lora = lora_spec(config)
         return cls(
             mesh=mesh,
             graphdef=graphdef,
@@ -137,8 +172,10 @@ class TrainStep:
             schedule=schedule,
             param_shardings=jax.tree.map(lambda x: x.sharding, params),
             opt_shardings=optimizer_shardings(tx, params, mesh),
+            rest_shardings=jax.tree.map(lambda x: x.sharding, rest),
             accumulation_steps=config.training.accumulation_steps,
             vocab_chunk=config.training.vocab_chunk,
+            dropout_seed=config.training.seed if lora is not None and lora.dropout > 0 else None,
         )
 
     @property
@@ -164,43 +201,42 @@ class TrainStep:
 
     @functools.cached_property
     def update_fn(self):
-        """The jitted update (params, opt_state, batch) -> (params, opt_state, metrics); trace it under
-        `jax.set_mesh(self.mesh)` (`__call__` and `lower` do)."""
+        """The jitted update (params, opt_state, batch, rest) -> (params, opt_state, metrics); trace it
+        under `jax.set_mesh(self.mesh)` (`__call__` and `lower` do). `rest` (a LoRA run's frozen base)
+        is an argument, not a constant baked into the program, and is not donated."""
         step = functools.partial(
             train_step,
             graphdef=self.graphdef,
-            rest=self.rest,
             tx=self.tx,
             schedule=self.schedule,
             accumulation_steps=self.accumulation_steps,
             vocab_chunk=self.vocab_chunk,
+            dropout_seed=self.dropout_seed,
         )
         replicated = NamedSharding(self.mesh, PartitionSpec())
         return jax.jit(
             step,
-            in_shardings=(self.param_shardings, self.opt_shardings, self.batch_sharding),
+            in_shardings=(self.param_shardings, self.opt_shardings, self.batch_sharding, self.rest_shardings),
             out_shardings=(self.param_shardings, self.opt_shardings, replicated),
             donate_argnums=(0, 1),
         )
 
     @functools.cached_property
     def _eval(self):
-        step = functools.partial(
-            eval_step, graphdef=self.graphdef, rest=self.rest, vocab_chunk=self.vocab_chunk
-        )
-        return jax.jit(step, in_shardings=(self.param_shardings, self.batch_sharding))
+        step = functools.partial(eval_step, graphdef=self.graphdef, vocab_chunk=self.vocab_chunk)
+        return jax.jit(step, in_shardings=(self.param_shardings, self.batch_sharding, self.rest_shardings))
 
     def __call__(self, params: nnx.State, opt_state: Any, batch: dict[str, jax.Array]):
         """One update: (params, opt_state, batch) -> (params, opt_state, metrics); the state is donated."""
         with jax.set_mesh(self.mesh):
-            return self.update_fn(params, opt_state, batch)
+            return self.update_fn(params, opt_state, batch, self.rest)
 
     def lower(self, params: nnx.State, opt_state: Any, batch: dict[str, Any]) -> jax.stages.Lowered:
         """The update lowered for these (real or abstract) arguments; `.compile()` it."""
         with jax.set_mesh(self.mesh):
-            return self.update_fn.lower(params, opt_state, batch)
+            return self.update_fn.lower(params, opt_state, batch, self.rest)
 
     def evaluate(self, params: nnx.State, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """Summed held-out NLL and target tokens of one batch."""
         with jax.set_mesh(self.mesh):
-            return self._eval(params, batch)
+            return self._eval(params, batch, self.rest)

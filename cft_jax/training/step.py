@@ -25,6 +25,7 @@ import optax
 from flax import nnx
 
 from cft_jax.models.loops import unroll
+from cft_jax.models.lora import LoRAParam
 from cft_jax.models.sharding import constrain, constrain_state
 from cft_jax.training import vocab_parallel_loss
 
@@ -167,16 +168,25 @@ def next_token_targets(batch: Batch) -> tuple[jax.Array, jax.Array]:
 
 
 def summed_loss(
-    model: nnx.Module, batch: Batch, vocab_chunk: int, *, for_gradient: bool = False
+    model: nnx.Module,
+    batch: Batch,
+    vocab_chunk: int,
+    dropout_key: jax.Array | None = None,
+    *,
+    for_gradient: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """(sum of masked target-token NLLs, number of target tokens) for one (micro-)batch, both fp32 scalars.
 
-    `for_gradient`: the loss about to be differentiated takes its gradient in the forward pass
-    (`vocab_parallel_loss`: each logit computed once instead of twice), where the vocabulary splits
-    evenly over the mesh; the held-out loss, never differentiated, streams vocabulary chunks.
+    `dropout_key`: the LoRA adapters' dropout (training only). `for_gradient`: the loss about to be
+    differentiated takes its gradient in the forward pass (`vocab_parallel_loss`: each logit computed
+    once instead of twice), where the vocabulary splits evenly over the mesh; the held-out loss, never
+    differentiated, streams vocabulary chunks.
     """
     hidden = model.hidden_states(
-        batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"]
+        batch["input_ids"],
+        positions=batch["positions"],
+        segment_ids=batch["segment_ids"],
+        dropout_key=dropout_key,
     )
     kernel = model.unembed_kernel()
     targets, weights = next_token_targets(batch)
@@ -227,32 +237,42 @@ def loss_and_grads(
     *,
     accumulation_steps: int,
     vocab_chunk: int,
+    dropout_key: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, nnx.State]:
     """(summed loss, target tokens, summed gradients) over the micro-batches of `batch`, not yet normalised.
 
     Summing, not averaging, per micro-batch is what makes the one final division token-weighted.
+    `dropout_key` (LoRA dropout) is folded with each micro-batch's index, so each draws its own masks.
     """
 
-    def micro_loss(p: nnx.State, micro: Batch) -> tuple[jax.Array, jax.Array]:
-        return summed_loss(nnx.merge(graphdef, p, rest), micro, vocab_chunk, for_gradient=True)
+    def micro_loss(p: nnx.State, micro: Batch, key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        # The frozen rest (a LoRA model's base) rebuilt at this trace level: NNX refuses to lift
+        # Variables created outside the gradient's trace into the layers' scan.
+        frozen = jax.tree.map(lambda x: x, rest)
+        return summed_loss(nnx.merge(graphdef, p, frozen), micro, vocab_chunk, key, for_gradient=True)
+
+    def micro_key(index: jax.Array | int) -> jax.Array | None:
+        return None if dropout_key is None else jax.random.fold_in(dropout_key, index)
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
     layers_cast = layers_in_compute_dtype(params, nnx.merge(graphdef, params, rest).compute_dtype)
     if accumulation_steps == 1:
-        (loss_sum, tokens), grads = grad_fn(layers_cast, batch)
+        (loss_sum, tokens), grads = grad_fn(layers_cast, batch, micro_key(0))
         return loss_sum, tokens, grads
 
-    def accumulate(carry, micro: Batch):
+    def accumulate(carry, indexed: tuple[jax.Array, Batch]):
         loss_sum, tokens, grads = carry
-        (micro_loss_sum, micro_tokens), micro_grads = grad_fn(layers_cast, micro)
+        index, micro = indexed
+        (micro_loss_sum, micro_tokens), micro_grads = grad_fn(layers_cast, micro, micro_key(index))
         grads = constrain_state(jax.tree.map(lambda g, m: g + m.astype(g.dtype), grads, micro_grads))
         return (loss_sum + micro_loss_sum, tokens + micro_tokens, grads), None
 
     # fp32 accumulators laid out as their parameters (sharded), not wherever XLA would put them.
     zero_grads = constrain_state(jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params))
     init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zero_grads)
+    micro_batches = (jnp.arange(accumulation_steps), split_micro_batches(batch, accumulation_steps))
     (loss_sum, tokens, grads), _ = jax.lax.scan(
-        accumulate, init, split_micro_batches(batch, accumulation_steps), unroll=unroll().micro_batches
+        accumulate, init, micro_batches, unroll=unroll().micro_batches
     )
     return loss_sum, tokens, grads
 
@@ -261,26 +281,38 @@ def train_step(
     params: nnx.State,
     opt_state: optax.OptState,
     batch: Batch,
+    rest: nnx.State,
     *,
     graphdef: nnx.GraphDef,
-    rest: nnx.State,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     accumulation_steps: int,
     vocab_chunk: int,
+    dropout_seed: int | None = None,
 ) -> tuple[nnx.State, optax.OptState, dict[str, jax.Array]]:
     """One optimizer update on a global batch; metrics: loss, target_tokens, grad_norm, lr.
 
     A batch with no target tokens leaves the gradients zero (the division is guarded), so an all-prompt
     batch is harmless. Gradients are cast to the parameters' dtype (fp32 master weights) before AdamW.
+    `params` are the trainable parameters (the LoRA adapters of a LoRA model), `rest` the frozen rest.
+    With `dropout_seed` (LoRA dropout), update i draws its masks from key(seed) folded with i: a
+    function of the update count alone, so a resumed run draws the masks the uninterrupted one drew.
     """
+    count = update_count(opt_state)
+    dropout_key = None if dropout_seed is None else jax.random.fold_in(jax.random.key(dropout_seed), count)
     loss_sum, tokens, grads = loss_and_grads(
-        graphdef, params, rest, batch, accumulation_steps=accumulation_steps, vocab_chunk=vocab_chunk
+        graphdef,
+        params,
+        rest,
+        batch,
+        accumulation_steps=accumulation_steps,
+        vocab_chunk=vocab_chunk,
+        dropout_key=dropout_key,
     )
     denominator = jnp.maximum(tokens, 1.0)
     grads = jax.tree.map(lambda g, p: (g / denominator).astype(p.dtype), grads, params)
     grad_norm = optax.global_norm(grads)
-    lr = schedule(update_count(opt_state))
+    lr = schedule(count)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     metrics = {"loss": loss_sum / denominator, "target_tokens": tokens, "grad_norm": grad_norm, "lr": lr}
@@ -288,7 +320,7 @@ def train_step(
 
 
 def eval_step(
-    params: nnx.State, batch: Batch, *, graphdef: nnx.GraphDef, rest: nnx.State, vocab_chunk: int
+    params: nnx.State, batch: Batch, rest: nnx.State, *, graphdef: nnx.GraphDef, vocab_chunk: int
 ) -> dict[str, jax.Array]:
     """Summed held-out NLL and target tokens of one batch (the caller divides after summing batches)."""
     loss_sum, tokens = summed_loss(nnx.merge(graphdef, params, rest), batch, vocab_chunk)
@@ -296,8 +328,13 @@ def eval_step(
 
 
 def model_parts(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
-    """(graphdef, trainable nnx.Param state, everything else): the step's functional view of a model."""
-    return nnx.split(model, nnx.Param, ...)
+    """(graphdef, trainable state, everything else): the step's functional view of a model.
+
+    The trainable state is every nnx.Param, or, for a model with LoRA adapters, the adapters
+    (`LoRAParam`) alone: the base's parameters then go with the rest, frozen.
+    """
+    has_adapters = bool(jax.tree.leaves(nnx.state(model, LoRAParam)))
+    return nnx.split(model, LoRAParam if has_adapters else nnx.Param, ...)
 
 
 def update_count(opt_state: Any) -> jax.Array:

@@ -83,7 +83,12 @@ def test_sharded_train_step_with_auto_attention_lowers_for_the_hardware(name):
     step = TrainStep.build(config, mesh, graphdef, rest, params, total_steps=10)
     with jax.set_mesh(mesh), lowering_for(BACKEND[platform]):
         text = lowered_text(
-            step.update_fn, platform, params, step.abstract_opt_state(params), step.abstract_batch(8, 256)
+            step.update_fn,
+            platform,
+            params,
+            step.abstract_opt_state(params),
+            step.abstract_batch(8, 256),
+            rest,
         )
     assert custom_call in text, f"attention_impl='auto' did not pick {name} when lowering for {platform}"
     # Per device under shard_map (Shardy's manual computation), in the forward and the backward pass.
