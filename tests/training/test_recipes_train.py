@@ -4,8 +4,10 @@ Each recipe keeps its own data format, template, tokenizer, system prompt, lengt
 remat and dtypes; only the paths (checkpoint, data, work dir), the model's size (a checkpoint with
 the family's real vocabulary, tie and RoPE, but hidden 32 and 1 layer), the batch (8 rows, one per
 simulated device, no accumulation), the sequence length (128) and the run's length (2 updates) are
-overridden. The paper recipe gets its model and data by their real hub ids, from a hub on 127.0.0.1
-(tests/hub_server.py). In one process, one after the other: each compiles its own step.
+overridden. The paper recipe runs as a pod user would: its model and data by their real hub ids, from
+a hub on 127.0.0.1 (tests/hub_server.py), its work dir in a bucket (tests/gcs_server.py), then
+`eval select` over its exports with the transformers backend. In one process, one after the other:
+each compiles its own step.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import json
 from pathlib import Path
 
 import pytest
+from etils import epath
 
 from cft_jax.assets.tokenizers import tokenizer_dir
 from cft_jax.config import config_module, load_config
 from cft_jax.data.records import CFT_INSTRUCTION
+from cft_jax.evaluation import cli as eval_cli
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf
 from cft_jax.models.shapes import SHAPES
@@ -94,9 +98,11 @@ def test_every_recipe_trains_two_steps_on_a_tiny_model_of_its_family(name, tmp_p
     checkpoint = tiny_checkpoint(name, recipe, tmp_path / "model")
     data = tmp_path / "train.json"
     data.write_text(json.dumps(records(recipe["data"]["format"])))
-    hf_path, train_path = str(checkpoint), str(data)
-    if name == "qwen7b_v5p":  # the paper recipe: its model and data by hub id
+    hf_path, train_path, workdir = str(checkpoint), str(data), str(tmp_path / "run")
+    if name == "qwen7b_v5p":  # the paper recipe: its model and data by hub id, its run in a bucket
         hub = request.getfixturevalue("hub")
+        bucket = request.getfixturevalue("bucket")
+        workdir = "gs://cft/run"
         hub.add_model("Qwen/Qwen2.5-Math-7B", hub.files_of(checkpoint))
         hub.add_dataset("TIGER-Lab/WebInstruct-CFT", {"WebInstruct-CFT-50K.json": data.read_bytes()})
         hf_path = recipe["model"]["hf_path"]
@@ -104,7 +110,7 @@ def test_every_recipe_trains_two_steps_on_a_tiny_model_of_its_family(name, tmp_p
     overrides = [
         f"--config.model.hf_path={hf_path}",
         f"--config.data.train_paths=('{train_path}',)",
-        f"--config.training.workdir={tmp_path / 'run'}",
+        f"--config.training.workdir={workdir}",
         "--config.training.global_batch=8",
         "--config.training.accumulation_steps=1",
         "--config.training.max_steps=2",
@@ -116,9 +122,14 @@ def test_every_recipe_trains_two_steps_on_a_tiny_model_of_its_family(name, tmp_p
     config = load_config(CONFIGS / f"{name}.py", overrides, num_devices=8)
     record = train(config)
     assert record["loss"] > 0
-    steps = [
-        json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert steps == [1, 2]
-    if name == "qwen7b_v5p":  # its export every 2 updates carries the hub checkpoint's tokenizer
-        assert (tmp_path / "run" / "hf" / "step_2" / "tokenizer.json").is_file()
+    metrics = epath.Path(workdir) / "metrics.jsonl"
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2]
+    if name == "qwen7b_v5p":
+        # Its export every 2 updates carries the hub checkpoint's tokenizer, and `eval select` on the
+        # bucket scores it on the recipe's benchmark (MATH-500, from the run's metadata).
+        assert ("cft", "run/hf/step_2/tokenizer.json") in bucket.objects
+        select = ["--backend", "transformers", "--limit", "1", "--max-new-tokens", "2", "--workers", "1"]
+        eval_cli.main(["select", "--run", workdir, *select])
+        selection = json.loads(bucket.objects[("cft", "run/eval/selection.json")].data)
+        assert selection["benchmark"] == "math-500"
+        assert selection["best_dir"] == "gs://cft/run/hf/step_2"
