@@ -87,7 +87,8 @@ def _local_loss_and_grads(hidden, kernel, targets, weights, *, vocab_chunk: int,
         return jax.lax.all_gather(x, gather, axis=0, tiled=True) if gather else x
 
     def chunk_step(d_kernel, xs):
-        h, t, w = (all_of_group(x) for x in xs)  # [gathered * per_chunk, ...]
+        h_local, t, w = xs
+        h = all_of_group(h_local)  # [gathered * per_chunk, hidden]
         logits = jnp.einsum("td,dv->tv", h, kernel, preferred_element_type=jnp.float32)
         hit = first_column + jnp.arange(local_vocab) == t[:, None]
         local_max = logits.max(axis=-1)
@@ -113,7 +114,16 @@ def _local_loss_and_grads(hidden, kernel, targets, weights, *, vocab_chunk: int,
         d_kernel = d_kernel + jnp.einsum("td,tv->dv", h, d_logits, preferred_element_type=jnp.float32)
         return d_kernel, ((nll * w).sum(), d_h.astype(h.dtype))
 
-    xs = (hidden.reshape(chunks, per_chunk, width), targets.reshape(chunks, -1), weights.reshape(chunks, -1))
+    def chunked_over_group(x: jax.Array) -> jax.Array:
+        """[batch, seq] per-token values -> [chunks, gathered * per_chunk]: chunk c of every device of
+        the group, in the order `all_of_group` stacks the hidden states. Gathered once, before the
+        loop: a few bytes per token, not worth a collective per chunk."""
+        x = x.reshape(chunks, 1, per_chunk)
+        if gather:
+            x = jax.lax.all_gather(x, gather, axis=1, tiled=True)
+        return x.reshape(chunks, -1)
+
+    xs = (hidden.reshape(chunks, per_chunk, width), chunked_over_group(targets), chunked_over_group(weights))
     zeros = jnp.zeros(kernel.shape, jnp.float32)
     d_kernel, (losses, d_hidden) = jax.lax.scan(chunk_step, zeros, xs, unroll=unroll().loss_chunks)
     loss = losses.sum()
