@@ -181,4 +181,4 @@ def test_a_run_whose_model_and_data_are_in_a_bucket_is_planned_from_there(bucket
         ]
     )  # fmt: skip
     out = capsys.readouterr().out
-    assert "model: qwen2, 1.5" in out and "steps: 66 (532 rows per epoch)" in out
+    assert "model: qwen2, 1.5" in out and "steps: 67 (532 rows per epoch, 67 batches)" in out
