@@ -129,9 +129,7 @@ def whole_step_cost(config: TrainConfig, model_config: ModelConfig, target: Targ
     t = config.training
     data, fsdp, tensor = resolve_mesh(config.mesh, target.num_devices)
     local_tokens = t.global_batch // t.accumulation_steps // (data * fsdp) * config.data.seq_len
-    chunks = train_loss_chunks(
-        model_config.vocab_size, model_config.hidden_size, t.vocab_chunk, local_tokens, fsdp, tensor
-    )
+    chunks = train_loss_chunks(model_config.vocab_size, t.vocab_chunk, local_tokens, fsdp, tensor)
     trips = Unroll(model_config.num_layers, chunks, t.accumulation_steps)
 
     def compiled(unroll: Unroll) -> AotReport:

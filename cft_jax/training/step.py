@@ -46,14 +46,12 @@ def vocab_chunks(vocab: int, chunk: int) -> tuple[int, int]:
     return vocab // chunk, vocab % chunk
 
 
-def train_loss_chunks(
-    vocab: int, width: int, vocab_chunk: int, local_tokens: int, fsdp: int, tensor: int
-) -> int:
+def train_loss_chunks(vocab: int, vocab_chunk: int, local_tokens: int, fsdp: int, tensor: int) -> int:
     """Trip count of the train step's loss loop on a (data, fsdp, tensor) mesh, `local_tokens` per
     device per micro-batch: token chunks where the vocabulary splits over fsdp x tensor (`summed_loss`
     with `for_gradient`), else vocabulary chunks. What `cft_jax.aot.cost` multiplies the loop body by."""
     if vocab % (fsdp * tensor) == 0:
-        return vocab_parallel_loss.token_chunks(local_tokens, vocab, width, vocab_chunk, fsdp, fsdp * tensor)
+        return vocab_parallel_loss.token_chunks(local_tokens, vocab, vocab_chunk, fsdp, fsdp * tensor)
     return vocab_chunks(vocab, vocab_chunk)[0]
 
 

@@ -54,27 +54,22 @@ def fits(vocab: int, mesh: jax.sharding.AbstractMesh) -> bool:
     return vocab % vocab_group(mesh) == 0
 
 
-def tokens_per_chunk(local_tokens: int, gathered: int, per_token: int, budget: int) -> int:
-    """The largest divisor d of `local_tokens` whose chunk of `gathered * d` tokens, `per_token`
-    fp32 elements each, stays within `budget` elements (at least 1)."""
+def tokens_per_chunk(local_tokens: int, gathered: int, local_vocab: int, budget: int) -> int:
+    """The largest divisor d of `local_tokens` whose chunk of logits, [gathered * d, local_vocab],
+    stays within `budget` elements (at least 1)."""
     best = 1
     for d in range(1, local_tokens + 1):
-        if local_tokens % d == 0 and gathered * d * per_token <= budget:
+        if local_tokens % d == 0 and gathered * d * local_vocab <= budget:
             best = d
     return best
 
 
-def token_chunks(
-    local_tokens: int, vocab: int, width: int, vocab_chunk: int, gathered: int, vocab_devices: int
-) -> int:
-    """How many chunks the loss streams a device's `local_tokens` in: a chunk takes no more memory
-    than this device's tokens x `vocab_chunk` fp32 elements (the other loss's logits chunk). Per gathered
-    token a chunk holds its logits (vocab / vocab_devices, fp32) and, about 2 x `width` fp32's worth,
-    its gathered hidden state (bf16) and its fp32 partial d hidden before the reduce-scatter. Also
-    what `cft_jax.aot.cost` multiplies the loop body by."""
-    budget = local_tokens * vocab_chunk
-    per_token = vocab // vocab_devices + 2 * width
-    return local_tokens // tokens_per_chunk(local_tokens, gathered, per_token, budget)
+def token_chunks(local_tokens: int, vocab: int, vocab_chunk: int, gathered: int, vocab_devices: int) -> int:
+    """How many chunks the loss streams a device's `local_tokens` in: each chunk's logits take as much
+    memory as the other loss's, this device's tokens x `vocab_chunk` columns. Also what
+    `cft_jax.aot.cost` multiplies the loop body by."""
+    budget = local_tokens * min(vocab_chunk, vocab)
+    return local_tokens // tokens_per_chunk(local_tokens, gathered, vocab // vocab_devices, budget)
 
 
 def _local_loss_and_grads(hidden, kernel, targets, weights, *, vocab_chunk: int, gather, vocab, data):
@@ -85,9 +80,7 @@ def _local_loss_and_grads(hidden, kernel, targets, weights, *, vocab_chunk: int,
     gathered = math.prod(jax.lax.axis_size(a) for a in gather) if gather else 1
     vocab_devices = math.prod(jax.lax.axis_size(a) for a in vocab) if vocab else 1
     first_column = jax.lax.axis_index(vocab) * local_vocab if vocab else 0
-    chunks = token_chunks(
-        batch * seq, local_vocab * vocab_devices, width, vocab_chunk, gathered, vocab_devices
-    )
+    chunks = token_chunks(batch * seq, local_vocab * vocab_devices, vocab_chunk, gathered, vocab_devices)
     per_chunk = batch * seq // chunks
 
     def all_of_group(x: jax.Array) -> jax.Array:
