@@ -17,4 +17,9 @@ case "${XLA_FLAGS:-}" in
 esac
 # The tests run on the CPU; with libtpu installed (the aot extra) JAX would otherwise probe for a TPU.
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
-exec python -m pytest -m "not gpu and not tpu" "$@"
+# One pytest-xdist worker per core, at most four (slow tests are scheduled first, tests/conftest.py):
+# most tests spend their time in one-threaded compiles or in subprocesses that keep one core busy.
+# `-n 0` among the arguments runs everything in this process.
+workers="$(nproc)"
+if [ "$workers" -gt 4 ]; then workers=4; fi
+exec python -m pytest -n "$workers" --dist worksteal -m "not gpu and not tpu" "$@"

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from cft_jax.assets import smollm2_gguf
 
@@ -16,6 +17,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("CFT_JAX_TEST_CACHE", REPO / ".cache" / "tests"))
 SHARED = REPO.parent / "shared"
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first (a stable sort keeps each group's order): with the suite spread over
+    workers (scripts/test.sh runs pytest-xdist), a several-minute test started last would leave the
+    other workers idle while it finishes."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def cache_lock(out: Path) -> FileLock:
+    """A lock next to a cached test artifact, so two workers of the suite build it once."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{out}.lock")
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +43,11 @@ def smollm2_hf_dir(smollm2_gguf_path) -> Path:
     from cft_jax.convert.from_gguf import convert_gguf
 
     out = CACHE / "smollm2-cft-jax"
-    if not (out / "config.json").exists():
-        tmp = out.with_suffix(".tmp")
-        convert_gguf(smollm2_gguf_path, tmp)
-        tmp.rename(out)
+    with cache_lock(out):
+        if not (out / "config.json").exists():
+            tmp = out.with_suffix(".tmp")
+            convert_gguf(smollm2_gguf_path, tmp)
+            tmp.rename(out)
     return out
 
 
@@ -40,7 +55,9 @@ def smollm2_hf_dir(smollm2_gguf_path) -> Path:
 def smollm2_transformers_dir(smollm2_gguf_path) -> Path:
     """SmolLM2 as transformers itself loads the GGUF, saved as an HF directory (the reference)."""
     out = CACHE / "smollm2-transformers"
-    if not (out / "config.json").exists():
+    with cache_lock(out):
+        if (out / "config.json").exists():
+            return out
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         kw = {"gguf_file": smollm2_gguf_path.name}

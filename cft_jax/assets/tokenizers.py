@@ -89,7 +89,11 @@ def tokenizer_dir(name: str) -> Path:
         with gzip.open(gz, "rb") as fin, open(tmp / gz.name[: -len(".gz")], "wb") as fout:
             shutil.copyfileobj(fin, fout)
     (tmp / ".complete").write_text(_fingerprint(packed))
-    shutil.rmtree(out, ignore_errors=True)
+    if stamp.exists() and stamp.read_text() == _fingerprint(packed):
+        # Another process unpacked it meanwhile (and may be reading it): keep theirs.
+        shutil.rmtree(tmp, ignore_errors=True)
+        return out
+    shutil.rmtree(out, ignore_errors=True)  # an older or half-removed unpacking
     try:
         tmp.rename(out)
     except OSError:
