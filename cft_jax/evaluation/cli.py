@@ -304,7 +304,8 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="prompts per generate call")
     p.add_argument("--device", default="cpu", help="transformers backend: torch device")
     p.add_argument(
-        "--dtype", help="parameter dtype (transformers and jax: default float32; vllm: the checkpoint's)"
+        "--dtype",
+        help="parameter dtype (transformers, jax: default float32; vllm: auto, 16-bit for float32 weights)",
     )
     p.add_argument("--cache-dtype", default="bfloat16", help="jax backend: KV cache dtype")
     p.add_argument("--jax-mesh", default="1,-1,1", help="jax backend: DATA,FSDP,TENSOR device mesh")
