@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-bash scripts/env_vllm.sh
+# Not fatal here: the rest of the suite still runs, and tests/vllm_cpu/ reports why the environment
+# could not be made (failing under CI=true, skipped elsewhere).
+bash scripts/env_vllm.sh || echo "warning: scripts/env_vllm.sh failed; the tests in tests/vllm_cpu/ say why" >&2
 echo "== ruff"
 ruff check cft_jax tests configs scripts
 echo "== pytest"
