@@ -170,7 +170,7 @@ def vllm_results(vllm_python, vllm_inputs) -> dict:
     (root / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
     results = root / "results.json"
     done = subprocess.run(
-        [str(vllm_python), str(REPO / "tests" / "vllm" / "driver.py"), str(root / "plan.json"), str(results)],
+        [str(vllm_python), str(Path(__file__).with_name("driver.py")), str(root / "plan.json"), str(results)],
         capture_output=True,
         text=True,
         cwd=REPO,
