@@ -208,6 +208,13 @@ class JaxBackend:
         cache_dtype: str = "bfloat16",
         mesh: str = "1,-1,1",
     ):
+        import importlib.util
+
+        if importlib.util.find_spec("jax") is None:
+            raise InputError(
+                f"--backend jax runs the JAX sampler with this Python ({sys.executable}), which has no JAX "
+                "(the side tools' .venv-vllm has none): run this command from the core's .venv"
+            )
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -39,6 +39,20 @@ def test_a_bad_model_dir_is_named_with_what_it_lacks(case, vllm_python, tmp_path
     assert f"--model {model}: {expected}" in line and "RUN/hf/step_N" in line
 
 
+def test_the_jax_backend_from_the_side_tools_environment_says_where_to_run_it(vllm_python, tmp_path):
+    argv = [
+        "cft_jax.eval",
+        "generate",
+        "--backend",
+        "jax",
+        "--model",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert "run this command from the core's .venv" in error_line(run_side_tool(*argv))
+
+
 def test_critique_sample_names_a_bad_model_dir_too(vllm_python, tmp_path, vllm_inputs):
     argv = ["cft_jax.critique", "sample", "--problems", str(vllm_inputs["problems"])]
     argv += ["--out", str(tmp_path / "s.jsonl"), "--backend", "vllm", "--model", str(tmp_path / "nowhere")]
