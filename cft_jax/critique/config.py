@@ -16,7 +16,9 @@ from cft_jax.critique.prompts import SOLVER, TEACHER, PromptTemplate
 # Parameters forwarded to the chat-completions request (and to vLLM's SamplingParams).
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "seed", "stop")
 ENDPOINT_KEYS = ("model", "base_url", "api_key_env", "concurrency", "timeout", "price_input", "price_output")
-SPEC_KEYS = ("name", "backend", "k", "strip_reasoning", "prompt", *SAMPLING_KEYS, *ENDPOINT_KEYS)
+# vLLM offline only: the longest prompt + completion in tokens, which sizes the engine's KV cache.
+VLLM_KEYS = ("max_model_len",)
+SPEC_KEYS = ("name", "backend", "k", "strip_reasoning", "prompt", *SAMPLING_KEYS, *ENDPOINT_KEYS, *VLLM_KEYS)
 BACKENDS = ("openai", "vllm")
 
 
@@ -30,6 +32,7 @@ class ModelSpec:
     backend: str = "openai"
     k: int = 1
     strip_reasoning: bool = False
+    max_model_len: int | None = None
 
     @property
     def name(self) -> str:
@@ -78,6 +81,14 @@ def spec_from_dict(obj: dict[str, Any], *, role: str, where: str, base: Path | N
     k = obj.get("k", 1)
     if not isinstance(k, int) or k < 1 or (role == "teacher" and k != 1):
         raise ConfigError(f"{where}: 'k' must be a positive integer (teachers: 1), got {k!r}")
+    max_model_len = obj.get("max_model_len")
+    if max_model_len is not None and (
+        backend != "vllm" or not isinstance(max_model_len, int) or max_model_len < 1
+    ):
+        raise ConfigError(
+            f"{where}: 'max_model_len' is a positive integer for backend 'vllm' only, got {max_model_len!r} "
+            f"with backend {backend!r}"
+        )
     if not isinstance(endpoint.concurrency, int) or endpoint.concurrency < 1:
         raise ConfigError(f"{where}: 'concurrency' must be a positive integer, got {endpoint.concurrency!r}")
     return ModelSpec(
@@ -87,6 +98,7 @@ def spec_from_dict(obj: dict[str, Any], *, role: str, where: str, base: Path | N
         backend=backend,
         k=k,
         strip_reasoning=bool(obj.get("strip_reasoning", role == "generator")),
+        max_model_len=max_model_len,
     )
 
 

