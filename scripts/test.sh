@@ -27,4 +27,4 @@ export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 # `-n 0` among the arguments runs everything in this process.
 workers="$(nproc)"
 if [ "$workers" -gt 4 ]; then workers=4; fi
-exec python -m pytest -n "$workers" --dist worksteal -m "not gpu and not tpu" "$@"
+exec python -m pytest -n "$workers" --dist loadgroup -m "not gpu and not tpu" "$@"

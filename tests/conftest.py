@@ -22,8 +22,13 @@ SHARED = REPO.parent / "shared"
 def pytest_collection_modifyitems(items):
     """The slow tests first (a stable sort keeps each group's order): with the suite spread over
     workers (scripts/test.sh runs pytest-xdist), a several-minute test started last would leave the
-    other workers idle while it finishes."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    other workers idle while it finishes. tests/vllm_cpu/ share one minute-long vLLM driver run (a
+    session fixture): they go to one worker (`--dist loadgroup`), first."""
+    vllm = REPO / "tests" / "vllm_cpu"
+    for item in items:
+        if vllm in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("vllm_cpu"))
+    items.sort(key=lambda item: (vllm not in item.path.parents, item.get_closest_marker("slow") is None))
 
 
 def cache_lock(out: Path) -> FileLock:
