@@ -171,7 +171,7 @@ class EvaluationSection:
     # (`id`, `question`, `reference_answer`); "" = select_benchmark.
     benchmark: str = ""
     generate_limit: int = 0  # the benchmark's first N problems; 0 = all of them
-    max_new_tokens: int = 1024  # tokens generated per validation answer
+    max_new_tokens: int = 2048  # tokens generated per validation answer (eval generate's default)
     # How a problem becomes the model's input (cft_jax.evaluation.prompts): a prompt name or a template
     # with {question}; the default is the Qwen2.5-Math chain-of-thought prompt the CFT papers evaluate with.
     prompt: str = "qwen25-math-cot"
