@@ -482,8 +482,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             params, opt_state, metrics = step_fn(params, opt_state, batch)
             step += 1
             record = run.log(meter.swap(step, metrics)) or record  # the previous step's, while this one runs
-            if jax.process_count() == 1:
-                run.collect_scores(params)  # the validations graded by now, if any
+            run.collect_scores(params)  # the validations graded by now (several processes: at checkpoints)
             stopping = terminate.is_set()
             if not (policy.needs_state(step) or stopping):
                 continue
