@@ -1,7 +1,8 @@
 """`Validation` on its own: a tiny decoder's parameters on an FSDP mesh of 8 devices sample the
 validation prompts with one compiled program across validations, the evaluation tool's grader scores
 the answers in the background, and the checkpoints of the best step and of those being graded are
-pinned. `BestStep` keeps the earliest of equal scores and what a resumed run may keep."""
+pinned. `BestStep` keeps the earliest of equal scores and what a resumed run may keep. A bad
+validation set fails at once, naming the key, the file and the line."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ import math
 import jax
 import pytest
 
+from cft_jax.config import ConfigError, build_config
 from cft_jax.evaluation.grader import grade_responses
 from cft_jax.models.sharding import make_mesh, shard_model
 from cft_jax.sampling import SampleConfig
 from cft_jax.sampling.sampler import _sample
+from cft_jax.train import validation_task
 from cft_jax.training.step import model_parts
 from cft_jax.training.validation import BEST_FILE, BestStep, Score, Validation, ValidationTask
 from tests.sampling.test_sampler import PROMPTS, tiny_decoder
+from tests.training.conftest import TINY
 
 CONFIG = SampleConfig(max_new_tokens=4)
 
@@ -85,3 +89,18 @@ def test_the_best_step_is_the_earliest_of_the_highest_scores_and_a_resume_keeps_
     assert BestStep.load(tmp_path, benchmark="math-500", total=4, resumed_step=0).scores == {}  # a fresh run
     other = BestStep.load(tmp_path, benchmark="math-500", total=8, resumed_step=6)  # another validation set
     assert other.scores == {}
+
+
+def test_a_bad_validation_set_is_refused_before_anything_loads_naming_the_key_file_and_line(tmp_path):
+    problems = tmp_path / "val.jsonl"
+    problems.write_text(
+        '{"id": "a", "question": "1 + 1?", "reference_answer": "2"}\n{"id": "b", "question": "3?"}\n'
+    )
+    model = {"init_config": TINY}
+    config = build_config(
+        {"model": model, "evaluation": {"generate_every_steps": 2, "benchmark": str(problems)}}
+    )
+    with pytest.raises(ConfigError, match=r"evaluation\.benchmark=.*val\.jsonl:2: .*reference_answer"):
+        validation_task(config)
+    with pytest.raises(ConfigError, match="evaluation.generate_every_steps=2 with no benchmark"):
+        build_config({"model": model, "evaluation": {"generate_every_steps": 2}})
