@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import time
@@ -79,6 +78,10 @@ class Measurement:
         return wilson_interval(self.verdict_correct, self.verdicts)
 
 
+# One program for the base model and the trained one: the weights are arguments, not constants.
+_eval_step = jax.jit(eval_step, static_argnames=("graphdef", "vocab_chunk"))
+
+
 def heldout_loss(
     model: Decoder, data: DataConfig, test_path: Path, *, batch_size: int, vocab_chunk: int
 ) -> tuple[float, int, int]:
@@ -86,10 +89,9 @@ def heldout_loss(
     cfg = dataclasses.replace(data, eval_paths=(str(test_path),), shuffle=False)
     batches = make_eval_iterator(cfg, per_host_batch=batch_size)
     graphdef, params, rest = model_parts(model)
-    step = jax.jit(functools.partial(eval_step, graphdef=graphdef, rest=rest, vocab_chunk=vocab_chunk))
     loss_sum, tokens = 0.0, 0.0
     for batch in batches:
-        out = step(params, batch)
+        out = _eval_step(params, batch, rest, graphdef=graphdef, vocab_chunk=vocab_chunk)
         loss_sum += float(out["loss_sum"])
         tokens += float(out["target_tokens"])
     return loss_sum / max(tokens, 1.0), batches.report.examples, int(tokens)
