@@ -151,7 +151,7 @@ class MeshSection:
 @dataclasses.dataclass
 class CheckpointSection:
     every_steps: int = 100  # a resumable checkpoint every N updates; 0 = only at the end
-    keep: int = 3  # the newest N stay on disk
+    keep: int = 3  # the newest N stay on disk (and the step with the best validation accuracy)
     async_save: bool = True  # write checkpoints in the background while training goes on
     resume: bool = True  # continue from the newest checkpoint in workdir
 
@@ -163,6 +163,20 @@ class EvaluationSection:
     # The benchmark `python -m cft_jax.eval select` scores the exports on by default (cft_jax.evaluation
     # .suites): the trainer writes it into WORKDIR/run.json. "" = none (select then needs --benchmark).
     select_benchmark: str = ""
+    # Validation accuracy every N updates: the current weights answer `benchmark`'s problems (greedy, the
+    # KV-cache sampler on the training mesh), graded in the background; the best step's checkpoint is
+    # kept and exported to WORKDIR/hf/best (WORKDIR/best.json says which). 0 = never.
+    generate_every_steps: int = 0
+    # The validation problems: a shipped benchmark (cft_jax.evaluation.suites) or a JSONL file of problems
+    # (`id`, `question`, `reference_answer`); "" = select_benchmark.
+    benchmark: str = ""
+    generate_limit: int = 0  # the benchmark's first N problems; 0 = all of them
+    max_new_tokens: int = 2048  # tokens generated per validation answer (eval generate's default)
+    # How a problem becomes the model's input (cft_jax.evaluation.prompts): a prompt name or a template
+    # with {question}; the default is the Qwen2.5-Math chain-of-thought prompt the CFT papers evaluate with.
+    prompt: str = "qwen25-math-cot"
+    generate_batch_size: int = 64  # rows per sampler call, rounded up to a multiple of mesh data x fsdp
+    grade_workers: int = 2  # grader processes (sympy); they run while training goes on
 
 
 @dataclasses.dataclass
@@ -654,6 +668,25 @@ def lora_errors(lora: LoRASection) -> list[str]:
     return errors
 
 
+def validation_errors(evaluation: EvaluationSection) -> list[str]:
+    """The in-training validation keys' bad values (evaluation.generate_*), one line per key."""
+    if evaluation.generate_every_steps == 0:
+        return []
+    errors = []
+    if not (evaluation.benchmark or evaluation.select_benchmark):
+        errors.append(
+            f"evaluation.generate_every_steps={evaluation.generate_every_steps} with no benchmark: set "
+            "evaluation.benchmark (a shipped benchmark such as math-500, or a problems JSONL file), or "
+            "evaluation.select_benchmark"
+        )
+    positive = {
+        "evaluation.max_new_tokens": evaluation.max_new_tokens,
+        "evaluation.generate_batch_size": evaluation.generate_batch_size,
+        "evaluation.grade_workers": evaluation.grade_workers,
+    }
+    return errors + [f"{key}={value}: must be > 0" for key, value in positive.items() if value <= 0]
+
+
 def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str]:
     """Every type, range and cross-key error, one line per bad key (empty when the config is good).
 
@@ -680,6 +713,8 @@ def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str
         "checkpoint.every_steps": config.checkpoint.every_steps,
         "evaluation.every_steps": config.evaluation.every_steps,
         "evaluation.num_batches": config.evaluation.num_batches,
+        "evaluation.generate_every_steps": config.evaluation.generate_every_steps,
+        "evaluation.generate_limit": config.evaluation.generate_limit,
         "export.every_steps": config.export.every_steps,
         "export.keep": config.export.keep,
         "optimizer.weight_decay": o.weight_decay,
@@ -697,6 +732,7 @@ def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str
             "held-out files in data.eval_paths, hold out data.val_fraction of the training questions, or "
             "set evaluation.every_steps=0"
         )
+    errors += validation_errors(config.evaluation)
     if not 0 <= o.warmup_ratio <= 1:
         errors.append(f"optimizer.warmup_ratio={o.warmup_ratio}: must be in [0, 1]")
     if not 0 <= o.min_lr_ratio <= 1:

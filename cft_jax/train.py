@@ -4,7 +4,10 @@ FILE is Python (`get_config()`) or YAML; `--help` lists every config key with it
 
 Read top to bottom: config -> mesh -> model (HF weights or random init) -> data -> optimizer ->
 shardings -> one jitted train step (explicit in/out shardings, donated state) -> restore the newest
-checkpoint -> loop (metrics, held-out loss, checkpoints, HF exports) -> final checkpoint and export.
+checkpoint -> loop (metrics, held-out loss, validation accuracy, checkpoints, HF exports) -> final
+checkpoint and export. Validation accuracy (`evaluation.generate_every_steps`) samples a benchmark
+with the in-memory weights and grades it in the background (`cft_jax.training.validation`); the best
+step's checkpoint is kept and exported to WORKDIR/hf/best.
 Without `--config` it trains the CPU demo, `configs/demo_smollm2.py` (real SmolLM2-135M on critiques).
 
 Several processes (hosts) train one model through JAX's multi-controller runtime: see
@@ -17,6 +20,7 @@ exports (every process takes part in gathering the exported tensors).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -37,10 +41,18 @@ import cft_jax
 from cft_jax import hub
 from cft_jax.assets.tokenizers import export_source
 from cft_jax.config import ConfigError, TrainConfig, load_config, resolve_mesh
-from cft_jax.data.pipeline import batches_per_epoch, load_examples, make_iterator, write_export_tokenizer
-from cft_jax.errors import run_cli
+from cft_jax.data.pipeline import (
+    batches_per_epoch,
+    load_examples,
+    make_iterator,
+    training_tokenizer,
+    write_export_tokenizer,
+)
+from cft_jax.errors import InputError, run_cli
 from cft_jax.evaluation.cli import RUN_METADATA
-from cft_jax.evaluation.suites import BENCHMARKS
+from cft_jax.evaluation.grader import grade_responses
+from cft_jax.evaluation.prompts import STOP_STRINGS, check_prompt, render
+from cft_jax.evaluation.suites import BENCHMARKS, load_problems
 from cft_jax.hub import is_hub
 from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import export_hf, load_hf
@@ -49,6 +61,8 @@ from cft_jax.models.lora_export import base_fingerprint, export_peft_adapter, me
 from cft_jax.models.shapes import SHAPES
 from cft_jax.models.sharding import make_mesh
 from cft_jax.remote import as_path
+from cft_jax.sampling.sampler import SampleConfig
+from cft_jax.sampling.text import cut_at_stop, stop_sequences
 from cft_jax.training import metrics as metrics_lib
 from cft_jax.training.checkpoint import (
     Checkpointer,
@@ -69,6 +83,7 @@ from cft_jax.training.state import (
     lora_spec,
 )
 from cft_jax.training.step import model_parts
+from cft_jax.training.validation import ANSWERS_DIR, Validation, ValidationTask
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_smollm2.py"
 
@@ -119,6 +134,42 @@ def check_select_benchmark(config: TrainConfig) -> None:
             f"evaluation.select_benchmark={name!r}: not a benchmark of cft_jax.evaluation.suites; "
             f"use one of {sorted(BENCHMARKS)} or '' (select then needs --benchmark)"
         )
+
+
+def validation_task(config: TrainConfig) -> ValidationTask:
+    """The validation of evaluation.generate_every_steps: evaluation.benchmark's problems (the first
+    generate_limit), rendered with evaluation.prompt and tokenized by the training data's tokenizer,
+    greedy up to evaluation.max_new_tokens or an EOS id of the model or tokenizer, graded by the
+    evaluation tool's grader. Built before the model loads, so a bad benchmark or prompt costs nothing."""
+    e = config.evaluation
+    name = e.benchmark or e.select_benchmark
+    try:
+        check_prompt(e.prompt)
+        problems = load_problems(name)[: e.generate_limit or None]
+    except InputError as error:
+        raise ConfigError(f"evaluation.benchmark={name!r}, evaluation.prompt={e.prompt!r}: {error}") from None
+    tokenizer = copy.deepcopy(training_tokenizer(config.data))  # the grading thread decodes with its own
+    texts = [render(e.prompt, p.question, tokenizer) for p in problems]
+    prompts = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    eos = ModelConfig.from_hf(model_config_source(config)).eos_token_id
+    eos = [*(eos if isinstance(eos, tuple) else [] if eos is None else [eos]), tokenizer.eos_token_id]
+    sample_config = SampleConfig(
+        max_new_tokens=e.max_new_tokens,
+        eos_token_ids=tuple(dict.fromkeys(i for i in eos if i is not None)),
+        stop_sequences=stop_sequences(tokenizer, STOP_STRINGS),
+    )
+    shipped = name if name in BENCHMARKS else None  # a shipped benchmark's own answer rules
+    return ValidationTask(
+        benchmark=name,
+        ids=tuple(p.id for p in problems),
+        prompts=tuple(tuple(ids) for ids in prompts),
+        references=tuple(p.reference_answer for p in problems),
+        sample_config=sample_config,
+        decode=lambda ids: cut_at_stop(tokenizer.decode(ids, skip_special_tokens=False), STOP_STRINGS),
+        grade=lambda answers, refs: grade_responses(
+            answers, refs, benchmark=shipped, workers=e.grade_workers
+        ),
+    )
 
 
 def tokenizer_source(config: TrainConfig) -> Path | epath.Path | None:
@@ -258,6 +309,7 @@ class Run:
     checkpointer: Checkpointer
     train_iter: Any
     eval_iter: Any
+    validation: Validation | None  # validation accuracy and the best step (evaluation.generate_every_steps)
     meta: dict[str, Any]
     tokenizer: Path | epath.Path | None  # the tokenizer checkpoints and exports carry
     scratch: tempfile.TemporaryDirectory  # holds that tokenizer when the data changed it
@@ -283,7 +335,21 @@ class Run:
         sharding, batches = self.step_fn.batch_sharding, self.config.evaluation.num_batches
         return evaluate(self.step_fn.evaluate, params, self.eval_iter, sharding, batches)
 
+    def collect_scores(self, params: nnx.State, *, wait_below: float = 0) -> None:
+        """Logs the validations graded by now (and waits for those of steps below `wait_below`); a new
+        best step is exported to WORKDIR/hf/best from its checkpoint, then WORKDIR/best.json names it."""
+        if self.validation is None:
+            return
+        for score, is_best in self.validation.collect(wait_below=wait_below):
+            if is_best:
+                self.export_best(score.step, params)
+            self.validation.best.write(self.workdir)
+            self.writer.write(score.step, {"val_accuracy": score.accuracy})
+
     def save(self, step: int, params: nnx.State, opt_state: Any) -> None:
+        """Checkpoints `step`, once the earlier validations' scores are on record: a resume then has
+        to redo at most this step's own validation."""
+        self.collect_scores(params, wait_below=step)
         state = self.train_iter.get_state()
         self.checkpointer.save(
             step, params=params, opt_state=opt_state, data_iter_state=state, meta=self.meta
@@ -291,10 +357,29 @@ class Run:
         self.last_saved = step
 
     def export(self, step: int, params: nnx.State) -> None:
+        """WORKDIR/hf/step_N, and the older exports pruned (export.keep)."""
+        self.write_hf(params, self.workdir / "hf" / f"step_{step}")
+        if jax.process_index() == 0:
+            for name in prune_exports(self.workdir, self.config.export.keep):
+                print(
+                    f"export.keep={self.config.export.keep}: deleted {self.workdir / 'hf' / name}",
+                    file=sys.stderr,
+                )
+
+    def export_best(self, step: int, params: nnx.State) -> None:
+        """WORKDIR/hf/best from the checkpoint of `step` (the parameters in memory are a later step's)."""
+        abstract = abstract_with_shardings(params, self.step_fn.param_shardings)
+        best = self.checkpointer.restore_params(step, abstract_params=abstract)
+        target = self.workdir / "hf" / "best"
+        if jax.process_index() == 0 and target.exists():
+            target.rmtree()
+        self.write_hf(best, target)
+        print(f"step {step} is the best on validation so far: exported to {target}", file=sys.stderr)
+
+    def write_hf(self, params: nnx.State, target: epath.Path) -> None:
         """A collective in a multi-host run: every process gathers, process 0 writes. A LoRA run exports
         the base with the adapters merged in, or the adapters alone in PEFT's format (export.lora)."""
         self.checkpointer.wait()
-        target = self.workdir / "hf" / f"step_{step}"
         spec, dtype = lora_spec(self.config), self.config.export.dtype
         if spec is not None and self.config.export.lora == "adapter":
             base = self.meta["lora"]["base_model"]
@@ -303,14 +388,10 @@ class Run:
             if spec is not None:
                 params = merge_adapters(self.step_fn.rest, params, spec)
             export_hf(params, self.model_config, target, dtype=dtype, tokenizer_dir=self.tokenizer)
-        if jax.process_index() == 0:
-            for name in prune_exports(self.workdir, self.config.export.keep):
-                print(
-                    f"export.keep={self.config.export.keep}: deleted {self.workdir / 'hf' / name}",
-                    file=sys.stderr,
-                )
 
     def close(self) -> None:
+        if self.validation is not None:
+            self.validation.close()
         self.checkpointer.wait()
         self.checkpointer.close()
         self.train_iter.close()
@@ -322,6 +403,7 @@ def start(config: TrainConfig) -> tuple[Run, int, nnx.State, Any]:
     checkpoints, resumed from the newest checkpoint that verifies."""
     preflight(config)  # the checkpoint, tokenizer and data are there and agree, before anything loads
     check_select_benchmark(config)
+    task = validation_task(config) if config.evaluation.generate_every_steps else None
     workdir = as_path(config.training.workdir)
     mesh = make_mesh(*resolve_mesh(config.mesh, jax.device_count()))
     graphdef, params, rest, model_config = build_model(config, mesh)
@@ -329,8 +411,21 @@ def start(config: TrainConfig) -> tuple[Run, int, nnx.State, Any]:
     steps = total_steps(config, train_iter.batches_per_epoch)
     step_fn = TrainStep.build(config, mesh, graphdef, rest, params, steps)
     opt_state = step_fn.init_optimizer(params)
+    validation = None
+    if task is not None:
+        validation = Validation(
+            task,
+            mesh=mesh,
+            graphdef=graphdef,
+            rest=step_fn.rest,
+            batch_size=config.evaluation.generate_batch_size,
+            answers_dir=workdir / ANSWERS_DIR,
+        )
     checkpointer = Checkpointer(
-        workdir / "checkpoints", keep=config.checkpoint.keep, async_save=config.checkpoint.async_save
+        workdir / "checkpoints",
+        keep=config.checkpoint.keep,
+        async_save=config.checkpoint.async_save,
+        pinned=validation.pinned if validation else frozenset,  # the best step and those being graded
     )
     meta = run_metadata(config, model_config, train_iter, steps, rest)
     step = 0
@@ -362,7 +457,11 @@ def start(config: TrainConfig) -> tuple[Run, int, nnx.State, Any]:
     )
     eval_iter = data_iterator(config, "eval") if policy.eval_every else None
     run = Run(config, workdir, model_config, step_fn, policy, meter, writer, checkpointer, train_iter,
-              eval_iter, meta, tokenizer, scratch, last_saved=step, last_logged=step)  # fmt: skip
+              eval_iter, validation, meta, tokenizer, scratch, last_saved=step, last_logged=step)  # fmt: skip
+    if validation is not None:
+        validation.resume(workdir, step)
+        if policy.validates(step) and step not in validation.best.scores:
+            validation.start(step, params)  # its score went with the process that saved the checkpoint
     return run, step, params, opt_state
 
 
@@ -383,12 +482,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
             params, opt_state, metrics = step_fn(params, opt_state, batch)
             step += 1
             record = run.log(meter.swap(step, metrics)) or record  # the previous step's, while this one runs
+            run.collect_scores(params)  # the validations graded by now (several processes: at checkpoints)
             stopping = terminate.is_set()
             if not (policy.needs_state(step) or stopping):
                 continue
             at, record = meter.take()  # this step's parameters are needed now: so are its numbers
             if policy.evaluates(step):
                 record["eval_loss"] = run.evaluate(params)
+            if policy.validates(step):
+                run.validation.start(step, params)  # samples now; the answers are graded in the background
             run.log((at, record))
             if policy.saves(step) or stopping:
                 run.save(step, params, opt_state)
@@ -400,6 +502,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         record = run.log(meter.take()) or record
         if run.last_saved != step:
             run.save(step, params, opt_state)
+        run.collect_scores(params, wait_below=math.inf)
         if policy.exports_at_end(step):
             run.export(step, params)
     finally:

@@ -26,5 +26,6 @@ def get_config() -> dict:
     # The shipped "llama3" tokenizer carries the Llama 3.1 / 3.2 Instruct chat template (system header
     # with the knowledge cut-off and a fixed date, <|eot_id|> closing each turn; the target trains on it).
     config["data"].update(template="tokenizer", tokenizer="llama3")
+    config["evaluation"]["prompt"] = "chat-template"  # validation questions through the same template
     config["training"].update(workdir="runs/oneshot_llama32_3b", accumulation_steps=4)
     return config

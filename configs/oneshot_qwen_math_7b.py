@@ -10,8 +10,10 @@ Critique Fine-Tuning on One Problem", 2025, and the TIGER-AI-Lab/One-Shot-CFT ms
   batch), 100 in all; ms-swift "messages" records, no system message in
   the data; Qwen2.5-Math's ChatML with "Please reason step by step, and put your final answer
   within \\boxed{}.";
-- a checkpoint every 10 updates, the best chosen on a 500-problem MATH validation split: every
-  10th update is exported to HF for `python -m cft_jax.eval`.
+- a checkpoint every 10 updates, the best chosen on a 500-problem MATH validation split: here the
+  trainer samples that split every 10th update with the weights in memory and keeps the best step's
+  checkpoint and WORKDIR/hf/best (`evaluation.generate_every_steps`); every 10th update is also
+  exported to HF for `python -m cft_jax.eval`.
 Planned for a v5p-32 (16 chips, 4 x 4096 tokens per chip per micro-batch, 8 micro-batches):
 `--shape qwen2.5-math-7b --aot v5p-32` compiles it to 21.00 GiB per chip (docs/performance.md).
 """
@@ -53,6 +55,11 @@ def get_config() -> dict:
         "mesh": {"data": 1, "fsdp": -1, "tensor": 1},
         "checkpoint": {"every_steps": 10, "keep": 2},
         "export": {"every_steps": 10, "at_end": True, "dtype": "bfloat16"},
-        # Selection on a 500-problem MATH split disjoint from MATH-500 (the paper's validation set).
-        "evaluation": {"select_benchmark": "oneshotcft_math-500-validation"},
+        # Selection on a 500-problem MATH split disjoint from MATH-500 (the paper's validation set), every
+        # 10 updates inside training, all 500 problems in one sampler call.
+        "evaluation": {
+            "select_benchmark": "oneshotcft_math-500-validation",
+            "generate_every_steps": 10,
+            "generate_batch_size": 512,
+        },
     }

@@ -6,8 +6,13 @@ TIGER-AI-Lab/CritiqueFineTuning training scripts):
   (about 98 updates on 50K); AdamW beta2 0.999, weight decay 0, clip 1.0;
 - 2048 tokens, prompt and target truncated proportionally, no packing;
 - ChatML with the system prompt "You are a helpful assistant." for every base model;
-- checkpoints every 2 steps, the best chosen on MATH-500: here every 2nd update is exported to HF
-  (each export is ~15 GB in bf16) and every 10th is a resumable checkpoint.
+- checkpoints every 2 steps, the best chosen on MATH-500: here the trainer itself samples MATH-500
+  every 2nd update with the weights in memory (greedy, the papers' Qwen2.5-Math chain-of-thought
+  prompt, 2048 new tokens, all 500 problems in one sampler call: under FSDP each decode step gathers
+  the weights once, whatever the batch), grades it in the background and keeps the best step's
+  checkpoint and WORKDIR/hf/best; every validated update is therefore a resumable checkpoint (2
+  newest + the best stay, ~91 GB each with fp32 AdamW). Every 2nd update is also exported to HF
+  (each export is ~15 GB in bf16) for `python -m cft_jax.eval select` with vLLM afterwards.
 Mesh: a v5p-32 slice (16 chips, 95 GiB each), FSDP over all chips, 16 micro-batches of 32 rows (2 x
 2048 tokens per chip each), splash attention, the projections' outputs saved for the backward
 (`save_dots_no_batch`) instead of recomputed: at 2 rows the saved activations fit, and the TPU
@@ -63,6 +68,10 @@ def get_config() -> dict:
         "mesh": {"data": 1, "fsdp": -1, "tensor": 1},
         "checkpoint": {"every_steps": 10, "keep": 2},
         "export": {"every_steps": 2, "at_end": True, "dtype": "bfloat16"},
-        "evaluation": {"select_benchmark": "math-500"},  # the paper selects the best export on MATH-500
+        "evaluation": {
+            "select_benchmark": "math-500",  # the paper selects the best checkpoint on MATH-500
+            "generate_every_steps": 2,  # ... every 2 steps: validation accuracy inside training
+            "generate_batch_size": 512,  # all 500 problems at once (a multiple of the 16 chips)
+        },
         "logging": {"every_steps": 1},
     }

@@ -3,29 +3,51 @@
 - Held-out critique loss: the mean masked token NLL of the test critiques, rendered, tokenized and
   cut exactly as training renders them (the training config's `DataConfig`, with the test file as
   the eval split) and computed by the trainer's own `eval_step` on the JAX model.
-- Verdict accuracy: the model critiques labelled test solutions (greedy, transformers backend,
-  batched with a KV cache, which on CPU is far faster than the cache-less JAX greedy loop); the
-  text after its last "Conclusion" is parsed by `cft_jax.schema.parse_verdict` and compared with the
-  label. No conclusion within `max_new_tokens` counts as wrong and is also counted on its own.
+- Verdict accuracy: the model critiques labelled held-out solutions (`splits.verdict_solutions`),
+  greedy, with the KV-cache sampler (`cft_jax.sampling`) on the same loaded JAX model, all of them in
+  one call: every prompt padded to the longest, so the base and the trained model share one compiled
+  program. The text after its last "Conclusion" is parsed by `cft_jax.schema.parse_verdict` and
+  compared with the label; no conclusion within `max_new_tokens` counts as wrong and is also counted
+  on its own. The accuracy comes with its 95% Wilson interval: on 64 balanced verdicts, chance (50%)
+  lies inside roughly 38-62%.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
+import math
 import time
 from pathlib import Path
+from statistics import NormalDist
+from typing import Any
 
 import jax
 
+from cft_jax.assets.tokenizers import load_tokenizer
 from cft_jax.config import DataConfig
 from cft_jax.data.pipeline import make_eval_iterator
 from cft_jax.data.records import Sample, cft_prompt
 from cft_jax.data.templates import Encoder
+from cft_jax.models.config import ModelConfig
 from cft_jax.models.hf import load_hf
-from cft_jax.schema import CritiqueRecord, parse_verdict
+from cft_jax.models.transformer import Decoder
+from cft_jax.sampling import SampleConfig, Sampler
+from cft_jax.schema import SolutionRecord, parse_verdict
 from cft_jax.training.step import eval_step, model_parts
+
+Z_95 = NormalDist().inv_cdf(0.975)  # the z of a two-sided 95% interval
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (95% by default): unlike the normal
+    approximation it stays inside [0, 1] and is honest at 0/n and n/n, where small demos live."""
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclasses.dataclass
@@ -50,46 +72,32 @@ class Measurement:
     def accuracy(self) -> float:
         return self.verdict_correct / max(self.verdicts, 1)
 
+    @property
+    def accuracy_interval(self) -> tuple[float, float]:
+        """The verdict accuracy's 95% Wilson interval."""
+        return wilson_interval(self.verdict_correct, self.verdicts)
+
+
+# One program for the base model and the trained one: the weights are arguments, not constants.
+_eval_step = jax.jit(eval_step, static_argnames=("graphdef", "vocab_chunk"))
+
 
 def heldout_loss(
-    model_dir: Path, data: DataConfig, test_path: Path, *, batch_size: int, vocab_chunk: int
+    model: Decoder, data: DataConfig, test_path: Path, *, batch_size: int, vocab_chunk: int
 ) -> tuple[float, int, int]:
-    """(mean target-token NLL, examples, target tokens) of `test_path` under the model in `model_dir`."""
+    """(mean target-token NLL, examples, target tokens) of `test_path` under `model`."""
     cfg = dataclasses.replace(data, eval_paths=(str(test_path),), shuffle=False)
     batches = make_eval_iterator(cfg, per_host_batch=batch_size)
-    model, _ = load_hf(model_dir, remat="none")
     graphdef, params, rest = model_parts(model)
-    step = jax.jit(functools.partial(eval_step, graphdef=graphdef, rest=rest, vocab_chunk=vocab_chunk))
     loss_sum, tokens = 0.0, 0.0
     for batch in batches:
-        out = step(params, batch)
+        out = _eval_step(params, batch, rest, graphdef=graphdef, vocab_chunk=vocab_chunk)
         loss_sum += float(out["loss_sum"])
         tokens += float(out["target_tokens"])
     return loss_sum / max(tokens, 1.0), batches.report.examples, int(tokens)
 
 
-def verdict_set(records: list[CritiqueRecord], count: int) -> list[CritiqueRecord]:
-    """Up to `count` distinct labelled solutions, alternating correct / wrong while both last.
-
-    Balanced on purpose: the test split holds about twice as many wrong solutions as correct ones,
-    and a model that always says "wrong" should not look good.
-    """
-    seen, right, wrong = set(), [], []
-    for r in records:
-        key = (r.question, r.solution.strip())
-        if r.is_correct is None or key in seen:
-            continue
-        seen.add(key)
-        (right if r.is_correct else wrong).append(r)
-    chosen = []
-    while len(chosen) < count and (right or wrong):
-        for pool in (right, wrong):
-            if pool and len(chosen) < count:
-                chosen.append(pool.pop(0))
-    return chosen
-
-
-def critique_prompts(tokenizer, records: list[CritiqueRecord], template: str) -> list[str]:
+def critique_prompts(tokenizer, records: list[SolutionRecord], template: str) -> list[str]:
     """The CFT user turn for each solution, rendered with the training template up to the assistant turn."""
     encoder = Encoder(tokenizer, template)
     return [
@@ -98,27 +106,37 @@ def critique_prompts(tokenizer, records: list[CritiqueRecord], template: str) ->
     ]
 
 
+def eos_ids(model_config: ModelConfig, tokenizer: Any) -> tuple[int, ...]:
+    """The ids that end a critique: the model config's EOS ids and the tokenizer's."""
+    eos = model_config.eos_token_id
+    ids = [*(eos if isinstance(eos, tuple) else [] if eos is None else [eos]), tokenizer.eos_token_id]
+    return tuple(dict.fromkeys(i for i in ids if i is not None))
+
+
 def verdicts(
-    model_dir: Path,
-    records: list[CritiqueRecord],
+    model: Decoder,
+    model_config: ModelConfig,
+    tokenizer: Any,
+    records: list[SolutionRecord],
     *,
     template: str,
     max_new_tokens: int,
-    batch_size: int,
     out_path: Path,
 ) -> tuple[list[str | None], int]:
-    """(parsed verdict per record, generated tokens); the critiques are written to `out_path` (JSONL)."""
-    from cft_jax.evaluation.backends import Sampling, TransformersBackend
-
-    backend = TransformersBackend(str(model_dir), batch_size=batch_size)
-    prompts = critique_prompts(backend.tokenizer, records, template)
-    texts = [c[0] for c in backend.generate(prompts, Sampling(max_new_tokens=max_new_tokens))]
+    """(parsed verdict per record, generated tokens), all records in one sampler call; the critiques
+    are written to `out_path` (JSONL)."""
+    prompts = critique_prompts(tokenizer, records, template)
+    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    sampler = Sampler(model, batch_size=len(ids), min_bucket=max(map(len, ids)))
+    config = SampleConfig(max_new_tokens=max_new_tokens, eos_token_ids=eos_ids(model_config, tokenizer))
+    generated = sampler.generate(ids, config)
+    texts = [tokenizer.decode(out, skip_special_tokens=True) for out in generated]
     parsed = [parse_verdict(t) for t in texts]
     with out_path.open("w", encoding="utf-8") as f:
         for record, text, verdict in zip(records, texts, parsed, strict=True):
             row = {"id": record.id, "is_correct": record.is_correct, "verdict": verdict, "critique": text}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return parsed, backend.generated_tokens
+    return parsed, sum(map(len, generated))
 
 
 def measure(
@@ -126,26 +144,29 @@ def measure(
     data: DataConfig,
     *,
     loss_path: Path,
-    verdict_records: list[CritiqueRecord],
+    verdict_records: list[SolutionRecord],
     max_new_tokens: int,
     batch_size: int,
     vocab_chunk: int,
     out_dir: Path,
 ) -> Measurement:
-    """Both measurements of the model in `model_dir`; its critiques go to `out_dir/critiques.jsonl`."""
+    """Both measurements of the model in `model_dir`, loaded once; its critiques go to
+    `out_dir/critiques.jsonl`. `batch_size` is the held-out loss's; the verdicts go in one call."""
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    model, model_config = load_hf(model_dir, remat="none")
     loss, examples, tokens = heldout_loss(
-        model_dir, data, loss_path, batch_size=batch_size, vocab_chunk=vocab_chunk
+        model, data, loss_path, batch_size=batch_size, vocab_chunk=vocab_chunk
     )
     loss_seconds = time.perf_counter() - start
     start = time.perf_counter()
     parsed, generated = verdicts(
-        model_dir,
+        model,
+        model_config,
+        load_tokenizer(str(model_dir)),
         verdict_records,
         template=data.template,
         max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
         out_path=out_dir / "critiques.jsonl",
     )
     expected = ["right" if r.is_correct else "wrong" for r in verdict_records]

@@ -46,7 +46,8 @@ def plot_losses(metrics_path: Path, before: float, after: float, out_png: Path) 
 
 
 def _verdict_cell(m: Measurement) -> str:
-    return f"{m.verdict_correct}/{m.verdicts} ({100 * m.accuracy:.1f}%)"
+    low, high = (100 * x for x in m.accuracy_interval)
+    return f"{m.verdict_correct}/{m.verdicts} ({100 * m.accuracy:.1f}%, 95% CI {low:.1f}-{high:.1f}%)"
 
 
 def write_report(
@@ -84,8 +85,10 @@ def write_report(
         *(f"| {name} | {b} | {a} |" for name, b, a in rows),
         "",
         f"Held-out loss over {before.loss_examples} test critiques ({before.loss_tokens} target tokens); "
-        f"verdicts on {before.verdicts} labelled test solutions "
-        f"({before.labelled_right} correct, {before.labelled_wrong} wrong).",
+        f"verdicts on {before.verdicts} held-out labelled GSM8K model solutions "
+        f"({before.labelled_right} correct, {before.labelled_wrong} wrong), with 95% Wilson intervals: "
+        "half the solutions are correct, so an interval that holds 50% is no evidence of judging better "
+        "than a coin.",
         "",
         f"![loss curves]({png_name})",
         "",

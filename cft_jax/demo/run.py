@@ -24,11 +24,15 @@ from cft_jax.config import load_config
 from cft_jax.data.records import Sample, cft_prompt
 from cft_jax.data.templates import Encoder
 from cft_jax.demo import inputs as demo_inputs_lib
-from cft_jax.demo.measure import Measurement, measure, verdict_set
+from cft_jax.demo.measure import Measurement, measure
 from cft_jax.demo.report import plot_losses, write_report
-from cft_jax.schema import CritiqueRecord, from_dict, read_jsonl
+from cft_jax.demo.splits import verdict_solutions
+from cft_jax.schema import CritiqueRecord, SolutionRecord, from_dict, read_jsonl
 
 CONFIG = demo_inputs_lib.REPO / "configs" / "demo_smollm2.py"
+# The longest critique prompt judged (tokens): the verdicts' cost is their prompts' prefill, and the
+# shortest GSM8K solutions keep 64 verdicts within the wall time 8 long ones took.
+VERDICT_PROMPT_TOKENS = 160
 T = TypeVar("T")
 
 
@@ -42,9 +46,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--eval-every", type=int, help="validation loss every N steps (default: the config's)"
     )
     parser.add_argument("--test-examples", type=int, default=16, help="test critiques for the held-out loss")
-    parser.add_argument("--verdict-examples", type=int, default=8, help="labelled test solutions to critique")
-    parser.add_argument("--max-new-tokens", type=int, default=40, help="tokens per generated critique")
-    parser.add_argument("--batch-size", type=int, default=4, help="measurement batch (loss and generation)")
+    parser.add_argument(
+        "--verdict-examples",
+        type=int,
+        default=64,
+        help="held-out labelled solutions to judge, half of them correct",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=16,
+        help="tokens per critique (the verdict comes in the first 10)",
+    )
+    parser.add_argument("--batch-size", type=int, default=4, help="the held-out loss's batch")
     return parser.parse_args(argv)
 
 
@@ -123,7 +137,14 @@ def main(argv: list[str] | None = None) -> None:
         ),
         encoding="utf-8",
     )
-    verdict_records = verdict_set(test_records, args.verdict_examples)
+
+    def short(record: SolutionRecord) -> bool:
+        """Its critique prompt, rendered as the verdict measurement renders it, is short enough."""
+        sample = Sample(id=record.id, prompt=cft_prompt(record.question, record.solution), target="")
+        prompt = encoder.render(sample)[0]
+        return len(encoder.tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= VERDICT_PROMPT_TOKENS
+
+    verdict_records = verdict_solutions(args.verdict_examples, short)
 
     def measure_model(model_dir: Path, name: str) -> Measurement:
         result = measure(
@@ -136,9 +157,10 @@ def main(argv: list[str] | None = None) -> None:
             vocab_chunk=config.training.vocab_chunk,
             out_dir=out / name,
         )
+        low, high = result.accuracy_interval
         print(
             f"   held-out loss {result.loss:.4f}; verdicts {result.verdict_correct}/{result.verdicts} "
-            f"right, {result.verdict_missing} without a conclusion"
+            f"right (95% CI {100 * low:.1f}-{100 * high:.1f}%), {result.verdict_missing} without a conclusion"
         )
         return result
 
@@ -166,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
             "config": f"{CONFIG} {' '.join(overrides)}",
             "training": f"{config.training.max_steps} steps x {config.training.global_batch} sequences of "
             f"{config.data.seq_len} tokens, lr {config.optimizer.lr}",
-            "verdict generation": f"greedy, max_new_tokens {args.max_new_tokens}, transformers backend",
+            "verdict generation": f"greedy, max_new_tokens {args.max_new_tokens}, the JAX KV-cache "
+            f"sampler, all {len(verdict_records)} in one call",
         }
         timings["total"] = time.perf_counter() - total_start
         write_report(
@@ -181,8 +204,11 @@ def main(argv: list[str] | None = None) -> None:
         (out / "measurements.json").write_text(
             json.dumps(
                 {
-                    "before": dataclasses.asdict(before),
-                    "after": dataclasses.asdict(after),
+                    "before": {
+                        **dataclasses.asdict(before),
+                        "accuracy_interval_95": before.accuracy_interval,
+                    },
+                    "after": {**dataclasses.asdict(after), "accuracy_interval_95": after.accuracy_interval},
                     "timings_s": timings,
                 },
                 indent=2,

@@ -17,6 +17,9 @@ verdict and the first wrong step), the teacher's own words. Whole critiques run 
 put that section after the step-by-step review, so on two CPU cores a few minutes of training on
 whole critiques never reaches a verdict; the full-length recipe is what `configs/qwen7b_v5p.py`
 trains. The 9 critiques without such a section are left out and counted.
+
+The verdict measurement judges other solutions (`verdict_solutions`): GSM8K model solutions,
+labelled by GSM8K's answers, whose problems no training critique has (those are all MATH problems).
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import dataclasses
 import gzip
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from cft_jax.data import asset_path
 from cft_jax.data.splits import split_by_key
-from cft_jax.schema import CritiqueRecord, from_dict, to_json
+from cft_jax.schema import CritiqueRecord, SolutionRecord, from_dict, stable_id, to_json
 
 SPLITS = ("train", "validation", "test")
 _CONCLUSION = re.compile(r"^#+\s*Conclusion of (?:the )?Critique\s*$", re.MULTILINE | re.IGNORECASE)
@@ -129,3 +133,30 @@ def write_splits(
 
 def split_paths(data_dir: Path) -> dict[str, Path]:
     return {name: data_dir / f"{name}.jsonl" for name in SPLITS}
+
+
+def verdict_solutions(count: int, fits: Callable[[SolutionRecord], bool]) -> list[SolutionRecord]:
+    """`count` labelled solutions to judge (rounded down to even), half correct and half wrong: the
+    labelled test critiques hold only 2 correct solutions that fit a training row, too few to measure.
+
+    The shipped GSM8K model solutions: one per question, those whose critique prompt `fits`, in
+    content-hash order (stable, independent of the file's order), alternating correct / wrong.
+    Held out by construction: every training critique is of a MATH problem.
+    """
+    half = count // 2
+    seen: set[str] = set()
+    right: list[SolutionRecord] = []
+    wrong: list[SolutionRecord] = []
+    rows = _read_gz(asset_path("gsm8k_model_solutions"))
+    for line, obj in sorted(enumerate(rows, start=1), key=lambda r: stable_id("demo-verdicts", r[1]["id"])):
+        record = from_dict(SolutionRecord, obj, where=f"gsm8k_model_solutions:{line}")
+        pool = right if record.is_correct else wrong
+        if record.question in seen or record.is_correct is None or len(pool) == half or not fits(record):
+            continue
+        seen.add(record.question)
+        pool.append(record)
+    if min(len(right), len(wrong)) < half:
+        raise ValueError(
+            f"{count} verdicts: only {len(right)} correct and {len(wrong)} wrong solutions fit; ask for fewer"
+        )
+    return [r for pair in zip(right, wrong, strict=True) for r in pair]

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from cft_jax.errors import InputError
 from cft_jax.evaluation.prompts import STOP_STRINGS, cut_at_stop
+from cft_jax.remote import as_path, local_copy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,11 +193,29 @@ class OpenAIBackend:
         self.client.close()
 
 
+def tokenizer_dir(model: str) -> str:
+    """The local directory of `model`'s tokenizer: an HF directory itself; for a training run's Orbax
+    checkpoint (the run, its `checkpoints/` or one `checkpoints/<step>`), the `checkpoints/hf/` the
+    trainer writes beside the steps (cft_jax/models/checkpoint_layout.py). `gs://` ones are staged."""
+    path = as_path(model)
+    candidates = [path, path / "checkpoints" / "hf", path / "hf"]
+    if path.name.isdigit():
+        candidates.append(path.parent / "hf")
+    for candidate in candidates:
+        if (candidate / "config.json").exists():
+            return str(local_copy(candidate))
+    raise InputError(
+        f"--model {model}: neither an HF directory (config.json) nor a cft_jax training run or checkpoint "
+        "(checkpoints/hf/config.json)"
+    )
+
+
 class JaxBackend:
     """The JAX sampler, `python -m cft_jax.sampling serve`, in a child process speaking JSON lines.
 
     This tool imports no JAX (vLLM pins its own stack), so the model lives in the child; it stays
-    loaded, and its compiled programs cached, across `generate` calls until `close`.
+    loaded, and its compiled programs cached, across `generate` calls until `close`. `model_dir` is an
+    HF directory or a training run's Orbax checkpoint, local or `gs://` (the child reads either).
     """
 
     def __init__(
@@ -217,7 +236,7 @@ class JaxBackend:
             )
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(model_dir))
         command = [sys.executable, "-m", "cft_jax.sampling", "serve", "--model", model_dir]
         command += ["--batch-size", str(batch_size), "--dtype", dtype, "--cache-dtype", cache_dtype]
         self.process = subprocess.Popen(

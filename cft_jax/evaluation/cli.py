@@ -133,8 +133,9 @@ def read_responses(path: Path) -> list[ResponseRecord]:
 
 def _backend_from_args(args: argparse.Namespace, model: str) -> Backend:
     """The backend of the flags for `model`: a checkpoint directory (a `gs://` one is staged on local
-    disk first, as the backends read local files) or, for `openai`, the served model's name."""
-    if args.backend != "openai" and is_remote(model):
+    disk first, as the backends read local files; the `jax` backend reads `gs://` itself, and also a
+    training run's Orbax checkpoint) or, for `openai`, the served model's name."""
+    if args.backend not in ("openai", "jax") and is_remote(model):
         model = str(local_copy(model))
     if args.backend == "transformers":
         options = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype or "float32"}
@@ -330,7 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="generate, grade and summarise benchmark responses")
     p.add_argument(
-        "--model", required=True, help="HF checkpoint directory, local or gs:// (or the served model name)"
+        "--model",
+        required=True,
+        help="HF checkpoint directory, local or gs:// (or the served model name); with --backend jax also a "
+        "training run's Orbax checkpoint: the run, its checkpoints/ or one checkpoints/STEP",
     )
     p.add_argument("--benchmarks", nargs="+", default=list(PAPER_SUITE), choices=sorted(BENCHMARKS))
     p.add_argument("--out", required=True, help="output directory: <benchmark>.jsonl + summary")

@@ -9,6 +9,7 @@ Public API (the critique tool uses it too):
   extract_answer(text, benchmark=None) -> str
   is_equivalent(pred, reference, *, grader="qwen25-math", timeout=3.0) -> bool
   grade_many(pairs, *, workers, timeout, grader) -> list[bool]
+  grade_responses(responses, references, *, benchmark, workers) -> list[bool]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cft_jax.errors import InputError
 from cft_jax.evaluation.answer_extraction import KEEP_UNITS, extract_answer, strip_string
 from cft_jax.evaluation.equivalence import GRADERS
 
-__all__ = ["GRADERS", "extract_answer", "grade_many", "is_equivalent", "normalise_pair"]
+__all__ = ["GRADERS", "extract_answer", "grade_many", "grade_responses", "is_equivalent", "normalise_pair"]
 
 # The per-item limit of the CFT / Qwen2.5-Math evaluation scripts.
 DEFAULT_TIMEOUT = 3.0
@@ -165,6 +166,22 @@ def grade_many(
     if not tasks:
         return []
     return _pool(workers or os.cpu_count() or 1).run(tasks, timeout)
+
+
+def grade_responses(
+    responses: Sequence[str],
+    references: Sequence[str],
+    *,
+    benchmark: str | None = None,
+    workers: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    grader: str = "qwen25-math",
+) -> list[bool]:
+    """Verdicts for whole model responses: each one's final answer extracted, then checked against its
+    reference (what `eval generate` does per record; the trainer's validation calls it)."""
+    preds = [extract_answer(text, benchmark) for text in responses]
+    pairs = list(zip(preds, references, strict=True))
+    return grade_many(pairs, workers=workers, timeout=timeout, grader=grader, benchmark=benchmark)
 
 
 def is_equivalent(

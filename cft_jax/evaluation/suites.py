@@ -4,6 +4,7 @@
 way the Qwen2.5-Math / CFT evaluation toolkits parse it, so a score here is comparable with the
 published tables. The data files and their licenses are in `suites/` next to this module. A set is
 called a benchmark where users name it (`--benchmarks`, `ResponseRecord.benchmark`).
+`load_problems(name_or_path)` also reads a user's own problems file (the trainer's validation set).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from cft_jax.errors import InputError
 from cft_jax.evaluation.answer_extraction import KEEP_UNITS, extract_answer, last_boxed, strip_string
-from cft_jax.schema import ProblemRecord
+from cft_jax.schema import ProblemRecord, from_dict, read_jsonl
 
 DATA_DIR = Path(__file__).with_name("suites")
 
@@ -121,3 +123,27 @@ def _load(name: str) -> tuple[ProblemRecord, ...]:
 def load_benchmark(name: str) -> list[ProblemRecord]:
     """All problems of a shipped benchmark; ids are `{name}-{row}` and stable across releases."""
     return [dataclasses.replace(r) for r in _load(name)]
+
+
+def load_problems(name_or_path: str) -> list[ProblemRecord]:
+    """A shipped benchmark's problems by name, or those of a JSONL file of `ProblemRecord`s (`id`,
+    `question`, `reference_answer`; `source` optional), each with a reference answer."""
+    if name_or_path in BENCHMARKS:
+        return load_benchmark(name_or_path)
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise InputError(
+            f"{name_or_path!r}: neither a shipped benchmark ({', '.join(sorted(BENCHMARKS))}) nor a "
+            "problems JSONL file; give one of those names or the path of such a file"
+        )
+    problems = []
+    for line_no, obj in read_jsonl(path):
+        problem = from_dict(ProblemRecord, obj, f"{path}:{line_no}")
+        if not isinstance(problem.question, str) or not isinstance(problem.reference_answer, str):
+            raise InputError(f"{path}:{line_no}: `question` and `reference_answer` must be strings")
+        if not problem.reference_answer.strip():
+            raise InputError(f"{path}:{line_no}: empty `reference_answer`; every problem needs its answer")
+        problems.append(problem)
+    if not problems:
+        raise InputError(f"{path}: no problems in the file")
+    return problems

@@ -1,7 +1,12 @@
-"""`python -m cft_jax.sampling generate|serve`: the KV-cache sampler on an HF checkpoint directory.
+"""`python -m cft_jax.sampling generate|serve`: the KV-cache sampler on an HF or Orbax checkpoint.
 
     python -m cft_jax.sampling generate --model HF_DIR --prompt "2+2=" [--max-new-tokens 64]
     python -m cft_jax.sampling serve --model HF_DIR [--batch-size 8] [--mesh 1,-1,1]
+
+`--model` is an HF directory, or a training run's Orbax checkpoint: the run's work directory or its
+`checkpoints/` (the newest step), or one step, `checkpoints/<step>` (local or `gs://`). Only the
+checkpoint's model item is read, straight into the mesh (`cft_jax.convert.checkpoint.load_params`),
+with the model config and tokenizer the trainer keeps in `checkpoints/hf/`.
 
 `serve` is the JAX backend of the evaluation tool (`python -m cft_jax.eval generate --backend jax`),
 which imports no JAX and runs this in a child process: one JSON request a line on stdin
@@ -22,12 +27,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from etils import epath
+from flax import nnx
 
+from cft_jax.convert.checkpoint import load_params
 from cft_jax.errors import InputError, run_cli
 from cft_jax.evaluation.prompts import STOP_STRINGS
+from cft_jax.models.checkpoint_layout import HF_ASSETS
 from cft_jax.models.hf import load_hf
 from cft_jax.models.sharding import make_mesh, mesh_shape
-from cft_jax.remote import local_copy
+from cft_jax.models.transformer import Decoder
+from cft_jax.remote import as_path, local_copy
 from cft_jax.sampling.sampler import SampleConfig, Sampler
 from cft_jax.sampling.text import sample_texts
 
@@ -57,15 +67,46 @@ def parse_mesh(text: str) -> tuple[int, int, int]:
         ) from None
 
 
+def orbax_checkpoint(model: str) -> tuple[epath.Path, int | None] | None:
+    """(checkpoint directory, step or None for the newest) when `model` is a training run, its
+    `checkpoints/` or one `checkpoints/<step>`; None for anything else (an HF directory)."""
+    path = as_path(model)
+    if (path / "config.json").exists():
+        return None
+    if (path / "checkpoints" / HF_ASSETS / "config.json").exists():
+        return path / "checkpoints", None
+    if (path / HF_ASSETS / "config.json").exists():
+        return path, None
+    if path.name.isdigit() and (path.parent / HF_ASSETS / "config.json").exists():
+        return path.parent, int(path.name)
+    return None
+
+
+def load_orbax(ckpt_dir: epath.Path, step: int | None, *, dtype: jnp.dtype, mesh) -> Decoder:
+    """The decoder of a checkpoint's model item, its parameters cast to `dtype`, on `mesh`."""
+    params, config = load_params(ckpt_dir, step=step, mesh=mesh)
+    abstract = nnx.eval_shape(
+        lambda: Decoder(config, param_dtype=dtype, compute_dtype=dtype, rngs=nnx.Rngs(0))
+    )
+    graphdef, state = nnx.split(abstract)
+    nnx.replace_by_pure_dict(state, jax.tree.map(lambda x: x.astype(dtype), params))
+    return nnx.merge(graphdef, state)
+
+
 class TextSampler:
-    """A checkpoint directory loaded for sampling: the model on its mesh, the tokenizer, the EOS ids."""
+    """A checkpoint loaded for sampling: the model on its mesh, the tokenizer, the EOS ids."""
 
     def __init__(self, model: str, *, batch_size: int, dtype: str, cache_dtype: str, mesh: str):
         from transformers import AutoTokenizer
 
         device_mesh = make_mesh(*parse_mesh(mesh))
-        directory = local_copy(model)
-        decoder, _ = load_hf(directory, dtype=jnp.dtype(dtype), mesh=device_mesh)
+        orbax = orbax_checkpoint(model)
+        if orbax is None:
+            directory = local_copy(model)
+            decoder, _ = load_hf(directory, dtype=jnp.dtype(dtype), mesh=device_mesh)
+        else:
+            decoder = load_orbax(*orbax, dtype=jnp.dtype(dtype), mesh=device_mesh)
+            directory = local_copy(orbax[0] / HF_ASSETS)  # the model config and tokenizer: small files
         self.tokenizer = AutoTokenizer.from_pretrained(directory)
         self.sampler = Sampler(
             decoder, mesh=device_mesh, cache_dtype=jnp.dtype(cache_dtype), batch_size=batch_size
@@ -127,7 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cft_jax.sampling", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", required=True, help="HF checkpoint directory (local or gs://)")
+    common.add_argument(
+        "--model",
+        required=True,
+        help="HF checkpoint directory, or a training run / its checkpoints/ / one checkpoints/STEP (local or gs://)",
+    )
     common.add_argument("--batch-size", type=int, default=8, help="rows per compiled batch")
     common.add_argument("--dtype", default="float32", help="parameter and compute dtype")
     common.add_argument("--cache-dtype", default="bfloat16", help="KV cache dtype")

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from cft_jax.models.sharding import constrain
 from cft_jax.models.transformer import Decoder
@@ -80,8 +81,10 @@ def stop_arrays(config: SampleConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bucket_length(length: int, minimum: int = MIN_BUCKET) -> int:
-    """The prompt bucket for a prompt of `length` tokens: the next power of two, at least `minimum`."""
-    return max(minimum, 1 << max(0, length - 1).bit_length())
+    """The prompt bucket for a prompt of `length` tokens: `minimum` when that holds it, else the next
+    power of two. A caller that knows all its prompts sets `minimum` to the longest, for one program
+    and no more padding than that."""
+    return minimum if length <= minimum else 1 << (length - 1).bit_length()
 
 
 def left_align(
@@ -254,5 +257,12 @@ class Sampler:
         else:
             with jax.set_mesh(self.mesh):
                 out, lengths = _sample(self.graphdef, self.state, *inputs, **options)
-        out, lengths = np.asarray(out), np.asarray(lengths)
+        out, lengths = _to_host(out), _to_host(lengths)
         return [out[row, : lengths[row]].tolist() for row in range(rows)]
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    """The whole array on this host: in a multi-process run each process holds only its rows."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))

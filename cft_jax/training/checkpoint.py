@@ -11,8 +11,10 @@ whose `hf/` directory beside the steps holds the model's config.json and tokeniz
              and the code version.
 Restoring takes the abstract arrays with the *current* run's shardings, so a checkpoint written on
 one mesh shape restores onto another (the data iterator states need the same process count). Saves
-are asynchronous; the newest `keep` stay. The directory is any `etils.epath` path: local, or `gs://`
-(Orbax writes arrays through tensorstore, the JSON items through epath).
+are asynchronous; the newest `keep` stay, and so do the steps the trainer pins (`pinned`: the step
+with the best validation accuracy, and those whose answers are still being graded). The directory is
+any `etils.epath` path: local, or `gs://` (Orbax writes arrays through tensorstore, the JSON items
+through epath).
 
 Integrity (`cft_jax/integrity.py`): once Orbax has committed a step, a background thread
 hashes this process's files of it into `<step>/integrity_process_{i}-of-{n}.json`. A resume
@@ -30,6 +32,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +98,41 @@ class ProcessStateRestore(ocp.args.CheckpointArgs):
     pass
 
 
-class Checkpointer:
-    """Saves and restores the composite checkpoints of one run directory (local or `gs://`)."""
+@dataclasses.dataclass(frozen=True)
+class NewestAndPinned:
+    """Orbax's preservation policy for a run: the newest `keep` steps, and every step `pinned()` names.
 
-    def __init__(self, directory: str | Path | epath.Path, *, keep: int, async_save: bool):
+    Orbax asks it after each save commits (in its background thread when saves are async), so
+    `pinned` must be safe to call from another thread: return an immutable snapshot.
+    """
+
+    keep: int
+    pinned: Callable[[], Collection[int]]
+
+    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> list[bool]:
+        newest = set(sorted(c.step for c in checkpoints)[-self.keep :])
+        pinned = set(self.pinned())
+        return [c.step in newest or c.step in pinned for c in checkpoints]
+
+
+class Checkpointer:
+    """Saves and restores the composite checkpoints of one run directory (local or `gs://`).
+
+    `pinned`: steps kept whatever `keep` says (called from Orbax's thread, see `NewestAndPinned`).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path | epath.Path,
+        *,
+        keep: int,
+        async_save: bool,
+        pinned: Callable[[], Collection[int]] = frozenset,
+    ):
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=async_save, create=True
+            preservation_policy=NewestAndPinned(keep, pinned),
+            enable_async_checkpointing=async_save,
+            create=True,
         )
         self.directory = as_path(directory)
         self.manager = ocp.CheckpointManager(self.directory, item_names=ITEMS, options=options)
@@ -314,6 +346,16 @@ class Checkpointer:
         params = jax.tree.map(lambda x: x, abstract_params)
         nnx.replace_by_pure_dict(params, restored.model)
         return params, restored.opt_state, restored.data_iter, restored.meta
+
+    def restore_params(self, step: int, *, abstract_params: nnx.State) -> nnx.State:
+        """The trainable parameters of `step` alone (no optimizer state), laid out as `abstract_params`
+        says: what an export of an earlier step needs. Waits for the saves in flight first."""
+        self.wait()
+        args = ocp.args.Composite(model=ocp.args.StandardRestore(abstract_params.to_pure_dict()))
+        restored = self.manager.restore(step, args=args)
+        params = jax.tree.map(lambda x: x, abstract_params)
+        nnx.replace_by_pure_dict(params, restored.model)
+        return params
 
     def wait(self) -> None:
         """Blocks until every started save is on disk, its integrity manifest included."""

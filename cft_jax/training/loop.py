@@ -5,8 +5,8 @@ JAX dispatches a jitted step asynchronously: the call returns at once and the ar
 device is done. Turning a step's metrics into Python floats blocks until then, so reading them right
 after the call would leave the device idle while the host fetches and shards the next batch. The
 trainer therefore dispatches step n+1 first and reads step n's metrics after (`StepMeter.swap`),
-except at the steps whose state it needs at once (evaluation, checkpoints, exports, a SIGTERM), where
-it reads the step it just ran (`StepMeter.take`).
+except at the steps whose state it needs at once (evaluation, validation, checkpoints, exports, a
+SIGTERM), where it reads the step it just ran (`StepMeter.take`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class Policy:
     halt_at: int  # the step this run stops after (training.halt_at_step, else total_steps)
     log_every: int
     eval_every: int
+    validate_every: int  # validation accuracy (evaluation.generate_every_steps)
     save_every: int
     export_every: int
     export_at_end: bool
@@ -37,6 +38,7 @@ class Policy:
             halt_at=min(config.training.halt_at_step or total_steps, total_steps),
             log_every=config.logging.every_steps,
             eval_every=config.evaluation.every_steps,
+            validate_every=config.evaluation.generate_every_steps,
             save_every=config.checkpoint.every_steps,
             export_every=config.export.every_steps,
             export_at_end=config.export.at_end,
@@ -48,15 +50,21 @@ class Policy:
     def evaluates(self, step: int) -> bool:
         return bool(self.eval_every) and step % self.eval_every == 0
 
+    def validates(self, step: int) -> bool:
+        """Validation accuracy at this step (never at step 0: the best must be a step with a checkpoint)."""
+        return bool(self.validate_every) and step > 0 and step % self.validate_every == 0
+
     def saves(self, step: int) -> bool:
-        return (bool(self.save_every) and step % self.save_every == 0) or step == self.halt_at
+        """Checkpoint steps; every validated step is one, so whichever turns out best can be kept."""
+        every = bool(self.save_every) and step % self.save_every == 0
+        return every or self.validates(step) or step == self.halt_at
 
     def exports(self, step: int) -> bool:
         return bool(self.export_every) and step % self.export_every == 0
 
     def needs_state(self, step: int) -> bool:
         """Whether this step's parameters are used at once (so its metrics are read at once too)."""
-        return self.evaluates(step) or self.saves(step) or self.exports(step)
+        return self.evaluates(step) or self.validates(step) or self.saves(step) or self.exports(step)
 
     def exports_at_end(self, step: int) -> bool:
         """The final export, unless the run stopped early or the last step was exported already."""

@@ -59,6 +59,10 @@ def mfu(flops_per_token: float, tokens_per_second: float, num_devices: int, peak
     return flops_per_token * tokens_per_second / (num_devices * peak_per_device)
 
 
+# What the progress bar shows, when a run reports it.
+BAR_METRICS = ("loss", "eval_loss", "val_accuracy", "lr", "tokens_per_s", "mfu")
+
+
 class MetricsWriter:
     """Writes scalar metrics to the console (progress bar with ETA), JSONL, TensorBoard and W&B.
 
@@ -92,6 +96,7 @@ class MetricsWriter:
         self._jsonl_text = ""  # the whole file, kept only for a remote (gs://) work dir
         self._jsonl_file = None  # the append handle, for a local work dir
         self._tensorboard = self._bar = self._wandb = None
+        self._shown: dict[str, float] = {}  # the progress bar's numbers
         if not self.enabled:
             return
         workdir.mkdir(parents=True, exist_ok=True)
@@ -143,11 +148,10 @@ class MetricsWriter:
             self._wandb.write(step, metrics)
         if self._bar is not None:
             self._bar.update(advance)
-            shown = {
-                k: metrics[k] for k in ("loss", "eval_loss", "lr", "tokens_per_s", "mfu") if k in metrics
-            }
-            self._bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
-        elif advance:
+            # The latest value of each, whichever write brought it (validation scores come on their own).
+            self._shown.update({k: metrics[k] for k in BAR_METRICS if k in metrics})
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in self._shown.items()}, refresh=not advance)
+        else:
             print(f"step {step}: " + " ".join(f"{k}={v:.5g}" for k, v in metrics.items()), flush=True)
 
     def close(self) -> None:

@@ -9,7 +9,9 @@ writes the run under WANDB_DIR (else the work dir) for a later `wandb sync`, wit
 A resumed training run continues its W&B run: the id is kept in `workdir/wandb_run_id`. W&B steps
 only go forward: the steps a crashed run had logged past its last checkpoint, which the resumed run
 logs again, are dropped by W&B with a warning, so for those few steps its curve keeps the crashed
-run's values (metrics.jsonl and TensorBoard hold the resumed run's).
+run's values (metrics.jsonl and TensorBoard hold the resumed run's). For the same reason a
+validation score, which arrives some steps after the step it scored, is logged into the current
+step with that step as `val_step`, the axis W&B plots `val_accuracy` against (`define_metric`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from etils import epath
 from cft_jax.remote import is_remote
 
 RUN_ID_FILE = "wandb_run_id"
+LATE = ("val_accuracy",)  # metrics written after later steps (cft_jax.training.validation)
 
 
 class WandbSink:
@@ -58,6 +61,9 @@ class WandbSink:
             # The console is a progress bar redrawn in place: a noisy log; its numbers are logged anyway.
             settings=wandb.Settings(console="off"),
         )
+        self._run.define_metric("val_step")
+        for name in LATE:
+            self._run.define_metric(name, step_metric="val_step")
 
     @property
     def run_dir(self) -> str:
@@ -65,7 +71,10 @@ class WandbSink:
         return self._run.dir
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
-        self._run.log(dict(metrics), step=step)
+        if any(name in metrics for name in LATE):
+            self._run.log({**metrics, "val_step": step}, commit=False)
+        else:
+            self._run.log(dict(metrics), step=step)
 
     def close(self) -> None:
         self._run.finish()

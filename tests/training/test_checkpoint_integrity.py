@@ -7,7 +7,7 @@ Each corruption test copies it without step 9 (a run stopped after checkpointing
 largest data file of step 6 (truncated to half its size, a 64-byte block zeroed in its middle, or
 deleted) and restarts the trainer: it must name step 6 and the file, move the step into
 `checkpoints/quarantine/` whole (not delete it), resume from step 3 and reach the reference's losses
-and step-9 parameters bit for bit (resuming from step 3 equals not stopping: test_train_resume.py).
+and step-9 parameters bit for bit (resuming equals not stopping: test_train_resume.py).
 
 The other tests drive a Checkpointer in this process: in a bucket (tests/gcs_server.py) async saves
 write their manifests there (covering every object of the step), and a damaged step is moved aside in

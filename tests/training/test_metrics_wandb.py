@@ -34,8 +34,9 @@ def wandb_records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
 
-def write_steps(workdir: Path, config, steps, initial_step: int = 0) -> None:
-    """What the trainer writes: StepMeter's numbers of each step, an eval loss on the last."""
+def write_steps(workdir: Path, config, steps, initial_step: int = 0, late: dict | None = None) -> None:
+    """What the trainer writes: StepMeter's numbers of each step, an eval loss on the last, and
+    `late` = {step: accuracy}: validation scores that arrive after the last step."""
     writer = MetricsWriter(
         workdir,
         total_steps=10,
@@ -59,6 +60,8 @@ def write_steps(workdir: Path, config, steps, initial_step: int = 0) -> None:
         if step == steps[-1]:
             numbers["eval_loss"] = 1.25
         writer.write(step, numbers, advance=1)
+    for step, accuracy in (late or {}).items():
+        writer.write(step, {"val_accuracy": accuracy})
     writer.close()
 
 
@@ -78,7 +81,7 @@ def test_wandb_gets_the_scalars_jsonl_gets_and_the_config(tmp_path, offline):
         {"model": {"init_config": TINY}, "logging": {"wandb_project": "cft", "wandb_run_name": "tiny"}}
     )
     workdir = tmp_path / "run"
-    write_steps(workdir, config, [1, 2, 3])
+    write_steps(workdir, config, [1, 2, 3], late={2: 0.5})
     [run_dir] = (offline / "wandb").glob("offline-run-*")
     records = wandb_records(run_dir)
 
@@ -88,8 +91,11 @@ def test_wandb_gets_the_scalars_jsonl_gets_and_the_config(tmp_path, offline):
         for h in history
     ]
     jsonl = read_jsonl(workdir / "metrics.jsonl")
-    assert [r["step"] for r in logged] == [r["step"] for r in jsonl] == [1, 2, 3]
-    for ours, theirs in zip(jsonl, logged, strict=True):
+    assert [r["step"] for r in jsonl] == [1, 2, 3, 2]
+    # The late validation score rides in the last step's row, at its own step on the val_step axis.
+    assert logged[-1].pop("val_accuracy") == 0.5 and logged[-1].pop("val_step") == 2
+    assert [r["step"] for r in logged] == [1, 2, 3]
+    for ours, theirs in zip(jsonl, logged, strict=False):
         assert ours.keys() == theirs.keys()
         assert theirs == pytest.approx(ours, rel=1e-6)
     assert "eval_loss" in logged[-1]

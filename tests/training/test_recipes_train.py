@@ -4,7 +4,8 @@ Each recipe keeps its own data format, template, tokenizer, system prompt, lengt
 remat and dtypes; only the paths (checkpoint, data, work dir), the model's size (a checkpoint with
 the family's real vocabulary, tie and RoPE, but hidden 32 and 1 layer), the batch (8 rows, one per
 simulated device, no accumulation), the sequence length (128) and the run's length (2 updates) are
-overridden. The paper recipe runs as a pod user would: its model and data by their real hub ids, from
+overridden, and the validation inside training shrunk to 2 problems x 4 new tokens. The paper
+recipe runs as a pod user would: its model and data by their real hub ids, from
 a hub on 127.0.0.1 (tests/hub_server.py), its work dir in a bucket (tests/gcs_server.py), then
 `eval select` over its exports with the transformers backend. In one process, one after the other:
 each compiles its own step.
@@ -118,16 +119,27 @@ def test_every_recipe_trains_two_steps_on_a_tiny_model_of_its_family(name, tmp_p
         "--config.data.num_workers=0",
         "--config.logging.progress_bar=false",
         "--config.logging.tensorboard=false",
+        # The recipes' validation inside training (every 2 updates on MATH-500 for the CFT ones), shrunk.
+        "--config.evaluation.generate_limit=2",
+        "--config.evaluation.max_new_tokens=4",
+        "--config.evaluation.generate_batch_size=8",
     ]
     config = load_config(CONFIGS / f"{name}.py", overrides, num_devices=8)
     record = train(config)
     assert record["loss"] > 0
     metrics = epath.Path(workdir) / "metrics.jsonl"
-    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2]
+    logged = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss" in r] == [1, 2]
+    validated = [2] if config.evaluation.generate_every_steps == 2 else []  # the CFT recipes: at step 2
+    assert [r["step"] for r in logged if "val_accuracy" in r] == validated
     if name == "qwen7b_v5p":
         # Its export every 2 updates carries the hub checkpoint's tokenizer, and `eval select` on the
         # bucket scores it on the recipe's benchmark (MATH-500, from the run's metadata).
         assert ("cft", "run/hf/step_2/tokenizer.json") in bucket.objects
+        # Its validation at step 2 (two MATH-500 problems here) picked that step and exported it.
+        best = json.loads(bucket.objects[("cft", "run/best.json")].data)
+        assert (best["step"], best["benchmark"], best["n"]) == (2, "math-500", 2)
+        assert ("cft", "run/hf/best/config.json") in bucket.objects
         select = ["--backend", "transformers", "--limit", "1", "--max-new-tokens", "2", "--workers", "1"]
         eval_cli.main(["select", "--run", workdir, *select])
         selection = json.loads(bucket.objects[("cft", "run/eval/selection.json")].data)
