@@ -336,11 +336,12 @@ class Run:
         return evaluate(self.step_fn.evaluate, params, self.eval_iter, sharding, batches)
 
     def collect_scores(self, params: nnx.State, *, wait_below: float = 0) -> None:
-        """Logs the validations graded by now (and waits for those of steps below `wait_below`); a new
-        best step is exported to WORKDIR/hf/best from its checkpoint, then WORKDIR/best.json names it."""
+        """Logs the validations graded by now (and waits for those of steps below `wait_below`) of the
+        steps checkpointed so far; a new best step is exported to WORKDIR/hf/best from its checkpoint,
+        then WORKDIR/best.json names it."""
         if self.validation is None:
             return
-        for score, is_best in self.validation.collect(wait_below=wait_below):
+        for score, is_best in self.validation.collect(wait_below=wait_below, saved=self.last_saved):
             if is_best:
                 self.export_best(score.step, params)
             self.validation.best.write(self.workdir)

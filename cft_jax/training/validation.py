@@ -152,15 +152,16 @@ class Validation:
             (self.answers_dir / f"step_{step}.jsonl").write_text("".join(to_json(r) + "\n" for r in records))
         return sum(verdicts)
 
-    def collect(self, *, wait_below: float) -> list[tuple[Score, bool]]:
+    def collect(self, *, wait_below: float, saved: int) -> list[tuple[Score, bool]]:
         """(score, whether it is the new best) of the finished validations, oldest first, recorded in
         `best`: those of steps below `wait_below` are waited for; with one process, later ones are
-        taken too if their grading is done."""
+        taken too if their grading is done. Steps after `saved` (no checkpoint yet, so a best one
+        could not be exported from it) stay pending whatever their grading's state."""
         single = jax.process_count() == 1
         ready = [
             step
             for step, grading in sorted(self._pending.items())
-            if step < wait_below or (single and grading is not None and grading.done())
+            if step <= saved and (step < wait_below or (single and grading is not None and grading.done()))
         ]
         scores = []
         for step in ready:

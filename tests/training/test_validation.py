@@ -61,7 +61,9 @@ def test_validation_samples_the_given_parameters_compiles_once_and_grades_in_the
     validation.start(4, wrong)
     assert _sample._cache_size() == compiled + 1  # one program for the three calls
 
-    scores = validation.collect(wait_below=math.inf)
+    validation._pending[4].result()  # graded, but step 4 has no checkpoint yet: a best one could not be
+    assert validation.collect(wait_below=math.inf, saved=0) == []  # exported from it, so nothing is taken
+    scores = validation.collect(wait_below=math.inf, saved=4)
     assert [(s.step, s.correct, s.total) for s, _ in scores[:1]] == [(2, 3, 5)]
     assert scores[0][1] and scores[1][0].correct < 3 and not scores[1][1]
     assert validation.pinned() == {2}  # the best now, no longer being graded
