@@ -27,4 +27,5 @@ export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 # `-n 0` among the arguments runs everything in this process.
 workers="$(nproc)"
 if [ "$workers" -gt 4 ]; then workers=4; fi
-exec python -m pytest -n "$workers" --dist loadgroup -m "not gpu and not tpu" "$@"
+# The 25 slowest tests are listed at the end, so a run over its time shows where it went.
+exec python -m pytest -n "$workers" --dist loadgroup --durations=25 -m "not gpu and not tpu" "$@"
