@@ -42,10 +42,18 @@ def teacher_responder(messages: list[dict], body: dict) -> str:
     return f"The student computed {claimed}; the sum is {2 * a}.\nConclusion: {verdict} [END]"
 
 
-def read_ids(path: Path) -> list[str]:
+def read_ids(path: Path, *, while_writing: bool = False) -> list[str]:
+    """Ids of a JSONL output; every line must be complete unless the writer may be mid-line.
+
+    `while_writing=True` is for polling a live (or just killed) writer: its last line may be torn
+    (not yet ended by a newline), and the writer's contract is that such a line does not count.
+    """
     if not path.exists():
         return []
-    return [json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = path.read_bytes().split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    assert while_writing or not tail, f"{path} ends with a torn line: {tail[:80]!r}"
+    return [json.loads(line)["id"] for line in lines if line.strip()]
 
 
 def cli(
