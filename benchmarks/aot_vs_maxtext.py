@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import shlex
@@ -41,6 +42,7 @@ from cft_jax.aot.cost import COSTS, HIGH_UNROLL, low_unroll, rebuild  # noqa: E4
 from cft_jax.aot.targets import CHIPS, resolve_target  # noqa: E402
 from cft_jax.models.loops import Unroll  # noqa: E402
 from cft_jax.models.shapes import SHAPES  # noqa: E402
+from cft_jax.training.compiler_options import step_compiler_options  # noqa: E402
 
 GiB = 2**30
 # name -> (our shape, MaxText model, topology, seq, rows per chip per micro-batch, micro-batches)
@@ -58,6 +60,7 @@ LIBTPU_052 = Path(tempfile.gettempdir()) / "cft_jax_libtpu_0.0.52"
 # Our remat policy -> MaxText's of the same meaning ("minimal" saves every projection's output).
 REMAT = {"full": "full", "save_dots_no_batch": "minimal"}
 POLICY = "full"  # --remat
+OPTIONS = "auto"  # --compiler-options: both sides' (cft_jax's training.compiler_options)
 REUSE = False  # --reuse: a compile whose output is already in --work is not run again
 
 
@@ -81,7 +84,7 @@ def ours(case: str, out: Path, libtpu_path: Path | None = None) -> dict:
         "--aot", topology, "--aot_cost", "--aot_json", str(out),
         "--config.model.attention_impl=auto", f"--config.model.remat={POLICY}",
         f"--config.data.seq_len={seq}", f"--config.training.global_batch={rows * chips * micro}",
-        f"--config.training.accumulation_steps={micro}",
+        f"--config.training.accumulation_steps={micro}", f"--config.training.compiler_options={OPTIONS}",
     ]  # fmt: skip
     env = {"JAX_PLATFORMS": "cpu"}
     if libtpu_path is not None:
@@ -114,6 +117,9 @@ def maxtext(case: str, out: Path) -> dict:
         "--model", model, "--topology", topology, "--seq", str(seq), "--per-device-batch", str(rows),
         "--grad-accum", str(micro), "--remat", REMAT[POLICY], "--attention", "flash", "--no-windowed-einsum",
     ]  # fmt: skip
+    kind = resolve_target(topology).devices[0].device_kind
+    flags = " ".join(f"--{k}={v}" for k, v in step_compiler_options(OPTIONS, kind).items())
+    knobs += ["--xla-flags", flags] if flags else []  # the options cft_jax's step compiles with
     results = {}
     for name, unroll in variants.items():
         directory = out / name
@@ -192,12 +198,18 @@ def main() -> None:
     parser.add_argument("--json", default="", help="also write the table's numbers here")
     parser.add_argument("--reuse", action="store_true", help="keep the compiles already in --work")
     parser.add_argument("--remat", default="full", choices=sorted(REMAT), help="both sides' remat policy")
+    parser.add_argument(
+        "--compiler-options",
+        default="auto",
+        help="both sides' compiler options: auto (cft_jax's tuned ones for the chip), '', '--name=value ...'",
+    )
     args = parser.parse_args()
-    global REUSE, POLICY
-    REUSE, POLICY = args.reuse, args.remat
+    global REUSE, POLICY, OPTIONS
+    REUSE, POLICY, OPTIONS = args.reuse, args.remat, args.compiler_options
     if not MAXTEXT_PYTHON.exists():
         sys.exit("no .venv-maxtext: run `bash benchmarks/maxtext_env.sh` first")
-    work = Path(args.work) / ("" if POLICY == "full" else POLICY)
+    options = "" if OPTIONS == "auto" else "options-" + hashlib.sha256(OPTIONS.encode()).hexdigest()[:8]
+    work = Path(args.work) / ("" if POLICY == "full" else POLICY) / options
     work.mkdir(parents=True, exist_ok=True)
     print("command: python benchmarks/aot_vs_maxtext.py " + shlex.join(sys.argv[1:]))
     table = {}

@@ -31,6 +31,7 @@ import yaml
 from cft_jax.errors import InputError
 from cft_jax.models.lora import PROJECTIONS
 from cft_jax.models.sharding import mesh_shape
+from cft_jax.training.compiler_options import parse_flags
 
 DTYPES = ("float32", "bfloat16")
 
@@ -137,6 +138,9 @@ class TrainingSection:
     halt_at_step: int = 0  # stop after checkpointing at this step, schedule unchanged; 0 = run to the end
     seed: int = 0  # a random init's parameters, and the RNG key checkpoints record
     vocab_chunk: int = 16384  # vocabulary columns per cross-entropy chunk
+    # The train step's XLA / libtpu options: "auto" = the tuned ones for the mesh's chip
+    # (cft_jax/training/compiler_options.py), or "--name=value ..." explicitly, "" = compiler defaults.
+    compiler_options: str = "auto"
 
 
 @dataclasses.dataclass
@@ -740,6 +744,11 @@ def validate(config: TrainConfig, *, num_devices: int | None = None) -> list[str
     for key, beta in (("optimizer.b1", o.b1), ("optimizer.b2", o.b2)):
         if not 0 <= beta < 1:
             errors.append(f"{key}={beta}: must be in [0, 1)")
+    if t.compiler_options.strip() != "auto":
+        try:
+            parse_flags(t.compiler_options)
+        except ValueError as e:
+            errors.append(str(e))
     if t.accumulation_steps > 0 and t.global_batch % t.accumulation_steps:
         errors.append(
             f"training.accumulation_steps={t.accumulation_steps}: "

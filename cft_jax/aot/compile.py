@@ -45,6 +45,7 @@ class AotReport:
     rows_per_device: int  # per micro-batch
     seq_len: int
     accumulation_steps: int
+    compiler_options: dict[str, Any]  # the step's own (training.compiler_options), then the caller's
     compile_s: float
     memory: dict[str, float]  # bytes per device: argument, output, alias, temp, total
     estimate: dict[str, float]  # the --dry_run plan's bytes per device, same keys as memory_estimate
@@ -120,7 +121,7 @@ def compile_for(
             step.abstract_batch(t.global_batch, config.data.seq_len),
         )
     try:
-        compiled = lowered.compile(compiler_options=compiler_options)
+        compiled = lowered.compile(compiler_options=compiler_options)  # added to the step's own
     except jax.errors.JaxRuntimeError as error:
         raise InputError(out_of_memory_advice(str(error), config, target, estimate)) from None
     compile_s = time.perf_counter() - start
@@ -133,6 +134,7 @@ def compile_for(
         rows_per_device=rows,
         seq_len=config.data.seq_len,
         accumulation_steps=t.accumulation_steps,
+        compiler_options={**step.compiler_options, **(compiler_options or {})},
         compile_s=compile_s,
         memory=_memory(compiled),
         estimate=estimate,
@@ -218,6 +220,8 @@ def format_report(report: AotReport) -> str:
         f"slice(s)), mesh data={data} fsdp={fsdp} tensor={tensor}, in {report.compile_s:.1f} s",
         f"step: {report.rows_per_device} rows x {report.seq_len} tokens per device per micro-batch, "
         f"{report.accumulation_steps} micro-batch(es); attention {report.attention}, remat {report.remat}",
+        "compiler options: "
+        + (" ".join(f"--{k}={v}" for k, v in report.compiler_options.items()) or "the compiler's defaults"),
         "per-device memory from the compiler (GiB):",
         f"  arguments {m['argument'] / GiB:.2f}  outputs {m['output'] / GiB:.2f}  "
         f"aliased {m['alias'] / GiB:.2f}  "
@@ -260,6 +264,7 @@ def report_numbers(report: AotReport) -> dict[str, Any]:
         "mesh": dict(zip(("data", "fsdp", "tensor"), report.mesh, strict=True)),
         "attention": report.attention,
         "remat": report.remat,
+        "compiler_options": report.compiler_options,
         "rows_per_device": report.rows_per_device,
         "seq_len": report.seq_len,
         "accumulation_steps": report.accumulation_steps,

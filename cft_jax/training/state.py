@@ -26,6 +26,7 @@ from cft_jax.models.config import ModelConfig
 from cft_jax.models.lora import LoRAParam, LoRASpec
 from cft_jax.models.sharding import model_shardings
 from cft_jax.models.transformer import Decoder
+from cft_jax.training.compiler_options import step_compiler_options
 from cft_jax.training.optimizer import learning_rate_schedule, optimizer_from_config, warmup_steps
 from cft_jax.training.step import eval_step, model_parts, train_step
 
@@ -146,6 +147,7 @@ class TrainStep:
     accumulation_steps: int
     vocab_chunk: int
     dropout_seed: int | None  # LoRA dropout's seed (None: no dropout)
+    compiler_options: dict[str, Any]  # the update's XLA options (training.compiler_options)
 
     @classmethod
     def build(
@@ -176,6 +178,9 @@ class TrainStep:
             accumulation_steps=config.training.accumulation_steps,
             vocab_chunk=config.training.vocab_chunk,
             dropout_seed=config.training.seed if lora is not None and lora.dropout > 0 else None,
+            compiler_options=step_compiler_options(
+                config.training.compiler_options, mesh.devices.flat[0].device_kind
+            ),
         )
 
     @property
@@ -219,6 +224,7 @@ class TrainStep:
             in_shardings=(self.param_shardings, self.opt_shardings, self.batch_sharding, self.rest_shardings),
             out_shardings=(self.param_shardings, self.opt_shardings, replicated),
             donate_argnums=(0, 1),
+            compiler_options=self.compiler_options or None,
         )
 
     @functools.cached_property

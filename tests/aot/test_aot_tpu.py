@@ -20,6 +20,7 @@ from cft_jax.aot.targets import resolve_target
 from cft_jax.config import build_config
 from cft_jax.errors import InputError
 from cft_jax.models.config import ModelConfig
+from cft_jax.training.compiler_options import TUNED
 from tests.aot.conftest import (
     SEQ,
     TINY,
@@ -79,6 +80,20 @@ def test_the_sharded_step_compiles_for_a_tpu_slice_and_reports_its_memory(impl, 
 
 
 @pytest.mark.slow
+def test_the_step_compiles_with_the_chips_tuned_options_and_explicit_ones_reach_libtpu(v5p_8):
+    model = ModelConfig.from_hf(TINY)
+    report = compile_for(tiny_config("xla", (1, 4, 1)), model, v5p_8)  # compiler_options="auto"
+    assert report.compiler_options == TUNED["TPU v5"] == {"xla_tpu_scoped_vmem_limit_kib": 98304}
+    assert "compiler options: --xla_tpu_scoped_vmem_limit_kib=98304" in format_report(report)
+    bare = compile_for(tiny_config("xla", (1, 4, 1), compiler_options=""), model, v5p_8)
+    assert bare.compiler_options == {} and "the compiler's defaults" in format_report(bare)
+    # An option libtpu does not know is refused by libtpu itself: the options reach its compiler.
+    with pytest.raises(InputError, match="No such compile option: 'xla_tpu_no_such_option'"):
+        compile_for(
+            tiny_config("xla", (1, 4, 1), compiler_options="--xla_tpu_no_such_option=1"), model, v5p_8
+        )
+
+
 def test_an_oversized_batch_fails_with_the_knob_to_turn_not_a_traceback(tmp_path):
     config = tmp_path / "huge.py"
     config.write_text(
