@@ -119,7 +119,8 @@ def maxtext(case: str, out: Path) -> dict:
     ]  # fmt: skip
     kind = resolve_target(topology).devices[0].device_kind
     flags = " ".join(f"--{k}={v}" for k, v in step_compiler_options(OPTIONS, kind).items())
-    knobs += ["--xla-flags", flags] if flags else []  # the options cft_jax's step compiles with
+    # "=" form: argparse would read a value starting with "--" as the next option.
+    knobs += [f"--xla-flags={flags}"] if flags else []  # the options cft_jax's step compiles with
     results = {}
     for name, unroll in variants.items():
         directory = out / name
