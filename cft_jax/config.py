@@ -31,7 +31,6 @@ import yaml
 from cft_jax.errors import InputError
 from cft_jax.models.lora import PROJECTIONS
 from cft_jax.models.sharding import mesh_shape
-from cft_jax.training.compiler_options import parse_flags
 
 DTYPES = ("float32", "bfloat16")
 
@@ -593,6 +592,23 @@ def _parse_text(text: str, base: type) -> Any:
         if base is Any:
             return text
         raise ValueError(f"cannot read {text!r} as a {getattr(base, '__name__', base)} literal") from None
+
+
+def parse_flags(text: str) -> dict[str, Any]:
+    """`training.compiler_options` text as options: '--a=1 --b=true --c=x' -> {"a": 1, "b": True, "c": "x"}.
+
+    ValueError naming a malformed flag."""
+    options: dict[str, Any] = {}
+    for flag in text.split():
+        name, sep, value = flag.removeprefix("--").partition("=")
+        if not flag.startswith("--") or not sep or not name:
+            raise ValueError(
+                f"training.compiler_options: {flag!r} is not --name=value "
+                "(e.g. --xla_tpu_scoped_vmem_limit_kib=98304); use 'auto' for the tuned defaults"
+            )
+        typed = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
+        options[name] = typed
+    return options
 
 
 def installed(module: str) -> bool:

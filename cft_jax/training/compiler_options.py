@@ -17,25 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from cft_jax.config import parse_flags
+
 # device_kind of the mesh's devices -> the options "auto" uses.
 TUNED: dict[str, dict[str, Any]] = {
     "TPU v5": {"xla_tpu_scoped_vmem_limit_kib": 98304},  # v5p ("TPU v5 lite" is v5e)
 }
-
-
-def parse_flags(text: str) -> dict[str, Any]:
-    """'--a=1 --b=true --c=x' -> {"a": 1, "b": True, "c": "x"}; ValueError naming a malformed flag."""
-    options: dict[str, Any] = {}
-    for flag in text.split():
-        name, sep, value = flag.removeprefix("--").partition("=")
-        if not flag.startswith("--") or not sep or not name:
-            raise ValueError(
-                f"training.compiler_options: {flag!r} is not --name=value "
-                "(e.g. --xla_tpu_scoped_vmem_limit_kib=98304); use 'auto' for the tuned defaults"
-            )
-        typed = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
-        options[name] = typed
-    return options
 
 
 def step_compiler_options(setting: str, device_kind: str) -> dict[str, Any]:
