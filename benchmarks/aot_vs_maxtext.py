@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from cft_jax.aot import hlo  # noqa: E402
 from cft_jax.aot.cost import COSTS, HIGH_UNROLL, low_unroll, rebuild  # noqa: E402
 from cft_jax.aot.targets import CHIPS, resolve_target  # noqa: E402
+from cft_jax.config import format_flags  # noqa: E402
 from cft_jax.models.loops import Unroll  # noqa: E402
 from cft_jax.models.shapes import SHAPES  # noqa: E402
 from cft_jax.training.compiler_options import step_compiler_options  # noqa: E402
@@ -118,7 +119,7 @@ def maxtext(case: str, out: Path) -> dict:
         "--grad-accum", str(micro), "--remat", REMAT[POLICY], "--attention", "flash", "--no-windowed-einsum",
     ]  # fmt: skip
     kind = resolve_target(topology).devices[0].device_kind
-    flags = " ".join(f"--{k}={v}" for k, v in step_compiler_options(OPTIONS, kind).items())
+    flags = format_flags(step_compiler_options(OPTIONS, kind))
     # "=" form: argparse would read a value starting with "--" as the next option.
     knobs += [f"--xla-flags={flags}"] if flags else []  # the options cft_jax's step compiles with
     results = {}

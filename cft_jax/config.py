@@ -611,6 +611,11 @@ def parse_flags(text: str) -> dict[str, Any]:
     return options
 
 
+def format_flags(options: dict[str, Any]) -> str:
+    """`parse_flags`'s inverse: {"a": 1, "b": True} -> '--a=1 --b=true' (XLA spells booleans lower-case)."""
+    return " ".join(f"--{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items())
+
+
 def installed(module: str) -> bool:
     """Whether `module` can be imported, without importing it."""
     try:

@@ -22,7 +22,7 @@ import jax
 
 from cft_jax.aot import hlo
 from cft_jax.aot.targets import Target, devices_needed
-from cft_jax.config import TrainConfig, resolve_mesh
+from cft_jax.config import TrainConfig, format_flags, resolve_mesh
 from cft_jax.errors import InputError
 from cft_jax.models.attention_kernels import choose_attention, lowering_for
 from cft_jax.models.config import ModelConfig
@@ -220,8 +220,7 @@ def format_report(report: AotReport) -> str:
         f"slice(s)), mesh data={data} fsdp={fsdp} tensor={tensor}, in {report.compile_s:.1f} s",
         f"step: {report.rows_per_device} rows x {report.seq_len} tokens per device per micro-batch, "
         f"{report.accumulation_steps} micro-batch(es); attention {report.attention}, remat {report.remat}",
-        "compiler options: "
-        + (" ".join(f"--{k}={v}" for k, v in report.compiler_options.items()) or "the compiler's defaults"),
+        "compiler options: " + (format_flags(report.compiler_options) or "the compiler's defaults"),
         "per-device memory from the compiler (GiB):",
         f"  arguments {m['argument'] / GiB:.2f}  outputs {m['output'] / GiB:.2f}  "
         f"aliased {m['alias'] / GiB:.2f}  "

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cft_jax.training.compiler_options import TUNED, parse_flags, step_compiler_options
+from cft_jax.config import format_flags, parse_flags
+from cft_jax.training.compiler_options import TUNED, step_compiler_options
 
 
 def test_auto_is_the_chips_table_and_nothing_where_none_was_tuned():
@@ -22,6 +23,7 @@ def test_explicit_flags_are_typed_as_xla_takes_them():
         "x": "a,b",
     }
     assert step_compiler_options(flags, "cpu") == parse_flags(flags)  # explicit: no table involved
+    assert format_flags(parse_flags(flags)) == flags  # what --aot prints and MaxText is given
 
 
 @pytest.mark.parametrize("flag", ["xla_tpu_scoped_vmem_limit_kib=1", "--no_value", "--=3"])
